@@ -1,0 +1,239 @@
+"""The ZIM optimizer: discrete-by-design updates for Keras."""
+
+import math
+import numbers
+import random
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_zim import sampling
+
+__all__ = ["ZIM"]
+
+SCOPES = ("global", "variable")
+
+
+def _is_power_of_two(value):
+    mantissa, _ = math.frexp(value)
+    return math.isfinite(value) and value > 0 and mantissa == 0.5
+
+
+def _exact_limit(dtype, unit):
+    """Largest |w| whose neighbours on the grid are exact in `dtype`."""
+    digits = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}[dtype]
+    return unit * 2.0**digits
+
+
+@keras.saving.register_keras_serializable(package="keras_zim")
+class ZIM(keras.optimizers.Optimizer):
+    """Zero-inflated multinomial (ZIM) optimizer: every move is whole grid units.
+
+    Each step draws how many grid units each weight moves from a zero-inflated
+    multinomial whose probabilities follow the gradient's magnitudes, and moves
+    against the gradient's sign. Weights that start on the grid (multiples of
+    `unit`, e.g. from `keras_zim.initializers.Discrete`) stay on it exactly: no
+    rounding or quantisation anywhere. Use it with scale-invariant models
+    (LayerNorm or BatchNorm on the logits), since integer weights make
+    activations large.
+
+    The sample is a pure function of (`seed`, `iterations`, variable): runs with
+    the same seed are bit-identical, replicas under `tf.distribute` apply the
+    same move (each samples from the all-reduced gradient), and a run resumed
+    from a checkpoint continues as if it never stopped. A NaN or Inf anywhere in
+    a scope's gradient skips the step for that scope (weights unchanged,
+    `iterations` still counted). A learning-rate schedule whose value leaves
+    [0, 1] is clipped into it. A weight that would leave the range where its
+    dtype holds every grid point exactly (|w| <= unit * 2**24 in float32,
+    2**11 in float16, 2**8 in bfloat16) saturates at that bound.
+
+    #### Mathematical details
+
+    For the gradient `g` of a scope (`"global"`: all trainable variables
+    concatenated; `"variable"`: one variable), `d` entries, smoothing `c`,
+    trials `n`, rate `r` (the learning rate) and grid unit `delta`:
+
+    ```none
+    q_i = (|g_i| + c) / (||g||_1 + c d)
+    (x_0, x_1, ..., x_d) ~ Multinomial(n, [1 - r, r q_1, ..., r q_d])
+    w <- w - delta * x * sign(g)
+    ```
+
+    `E[x_i] = n r q_i`, so the expected move is `n r delta q * sign(g)`, a
+    descent direction; `r` plays the role of the learning rate.
+
+    Args:
+        learning_rate: the zero-inflation rate `r` in [0, 1]: a float, a
+            `keras.optimizers.schedules.LearningRateSchedule` or a callable.
+            Defaults to `0.05` (provisional, chosen from the range where a
+            784-128-10 MNIST model trained well; see README).
+        trials: the number of trials `n`, a positive int, or None for the
+            number of parameters in the scope (`n = d`, the paper's setting).
+            Defaults to `None`.
+        smoothing: `c >= 0`; with `c > 0` every weight can move. Defaults to
+            `1.0`.
+        scope: `"global"` samples one multinomial over all trainable
+            variables (the paper's rule); `"variable"` one per variable.
+            Defaults to `"global"`.
+        unit: the grid step `delta`, a positive power of two so that its
+            multiples are exact in floating point. Defaults to `1.0`.
+        seed: int seed of the stateless sampler, or None for a fresh one
+            chosen now and stored in the config. Defaults to `None`.
+        name: Defaults to `"zim"`.
+        **kwargs: Keras optimizer arguments (`clipnorm`, `clipvalue`,
+            `global_clipnorm`, `use_ema`, `gradient_accumulation_steps`,
+            `loss_scale_factor`, ...). `weight_decay` is refused: a real-valued
+            decay would move weights off the grid. With `use_ema`, the
+            averages are snapped to the nearest grid point when they are
+            written into the model at the end of `fit`.
+
+    Raises:
+        ValueError: if an argument is outside its allowed values.
+
+    Example:
+
+    >>> import keras, keras_zim
+    >>> model = keras.Sequential([
+    ...     keras.Input((4,)),
+    ...     keras.layers.Dense(3, kernel_initializer=keras_zim.initializers.Discrete(seed=0)),
+    ...     keras.layers.LayerNormalization(center=False, scale=False)])
+    >>> model.compile(optimizer=keras_zim.ZIM(learning_rate=0.5, seed=0), loss="mse")
+    >>> _ = model.fit(np.ones((8, 4)), np.zeros((8, 3)), verbose=0)
+    >>> keras_zim.is_integral(model)
+    True
+
+    References:
+        Wilson, Zanasi and Constantinides, "Convergence for Discrete Parameter
+        Update Schemes", arXiv:2512.04051 (2025).
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.05,
+        trials=None,
+        smoothing=1.0,
+        scope="global",
+        unit=1.0,
+        seed=None,
+        name="zim",
+        **kwargs,
+    ):
+        if isinstance(learning_rate, numbers.Real) and not 0 <= learning_rate <= 1:
+            raise ValueError(
+                "Argument `learning_rate` must be a float in [0, 1] (the "
+                "zero-inflation rate), a LearningRateSchedule or a callable. "
+                f"Received: learning_rate={learning_rate}"
+            )
+        if trials is not None and (
+            isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials <= 0
+        ):
+            raise ValueError(
+                "Argument `trials` must be a positive integer or None (the "
+                f"number of parameters in the scope). Received: trials={trials}"
+            )
+        if not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < math.inf:
+            raise ValueError(
+                "Argument `smoothing` must be a finite float >= 0. "
+                f"Received: smoothing={smoothing}"
+            )
+        if scope not in SCOPES:
+            raise ValueError(
+                f"Argument `scope` must be one of {SCOPES}. Received: scope={scope!r}"
+            )
+        if not isinstance(unit, numbers.Real) or not _is_power_of_two(float(unit)):
+            raise ValueError(
+                "Argument `unit` must be a positive power of two (1, 0.5, 2**-7, "
+                f"...) so that its multiples are exact. Received: unit={unit}"
+            )
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise ValueError(f"Argument `seed` must be an int or None. Received: seed={seed}")
+        if kwargs.get("weight_decay") is not None:
+            raise ValueError(
+                "Argument `weight_decay` is not supported by ZIM: a real-valued "
+                "decay would move weights off the grid. Allowed: None. Received: "
+                f"weight_decay={kwargs['weight_decay']}"
+            )
+        if kwargs.get("use_ema") and kwargs.get("ema_overwrite_frequency"):
+            raise ValueError(
+                "Argument `ema_overwrite_frequency` must be None with ZIM: it "
+                "would overwrite the weights with real-valued averages during "
+                "training. Received: "
+                f"ema_overwrite_frequency={kwargs['ema_overwrite_frequency']}"
+            )
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.trials = None if trials is None else int(trials)
+        self.smoothing = float(smoothing)
+        self.scope = scope
+        self.unit = float(unit)
+        self.seed = random.randrange(2**31) if seed is None else int(seed)
+        self._pending = {}
+        self._expected_updates = 0
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        with tf.init_scope():  # the current rate sizes the sampler's chunks
+            rate = float(np.clip(keras.ops.convert_to_numpy(self.learning_rate), 0.0, 1.0))
+        sizes = [int(np.prod(v.shape)) for v in variables]
+        if self.scope == "global":
+            sizes = [sum(sizes)] * len(sizes)
+        self._chunks = [sampling.chunk_size(self.trials or size, rate) for size in sizes]
+
+    def apply(self, grads, trainable_variables=None):
+        # The global scope needs every gradient of the step: update_step
+        # collects them and moves all variables once the last one arrives.
+        self._pending = {}
+        self._expected_updates = sum(g is not None for g in grads)
+        result = super().apply(grads, trainable_variables)
+        if self._pending:
+            raise RuntimeError(
+                "ZIM(scope='global') received fewer gradients than expected; "
+                "use scope='variable' with this training setup."
+            )
+        return result
+
+    def update_step(self, gradient, variable, learning_rate):
+        gradient = tf.convert_to_tensor(gradient)
+        if self.scope == "variable":
+            self._move([gradient], [variable], learning_rate, self._get_variable_index(variable))
+            return
+        pending = self._pending.setdefault(variable.device, [])
+        pending.append((gradient, variable))
+        if len(pending) == self._expected_updates:
+            del self._pending[variable.device]
+            gradients, variables = zip(*pending)
+            self._move(gradients, variables, learning_rate, -1)
+
+    def _move(self, gradients, variables, learning_rate, stream):
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.constant([self.seed, stream], tf.int32), tf.cast(self.iterations, tf.int32)
+        )
+        chunk = self._chunks[max(stream, 0)]
+        moves = sampling.grid_moves(
+            gradients, tf.convert_to_tensor(learning_rate), seed, self.trials, self.smoothing, self.unit, chunk
+        )
+        for variable, move in zip(variables, moves):
+            limit = _exact_limit(tf.as_dtype(variable.dtype).name, self.unit)
+            self.assign(variable, tf.clip_by_value(variable - move, -limit, limit))
+
+    def finalize_variable_values(self, var_list):
+        """With `use_ema`, writes the averages snapped to the nearest grid point."""
+        super().finalize_variable_values(var_list)
+        if self.use_ema:
+            for variable in var_list:
+                variable.assign(tf.round(variable / self.unit) * self.unit)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "trials": self.trials,
+                "smoothing": self.smoothing,
+                "scope": self.scope,
+                "unit": self.unit,
+                "seed": self.seed,
+            }
+        )
+        return config
