@@ -237,3 +237,8 @@ class ZIM(keras.optimizers.Optimizer):
             }
         )
         return config
+
+
+# `keras.optimizers.get("zim")` and `model.compile(optimizer="zim")` find it,
+# as they find Keras's own optimizers by name.
+keras.saving.get_custom_objects().update({"zim": ZIM, "ZIM": ZIM})
