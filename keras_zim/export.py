@@ -1,0 +1,376 @@
+"""Shipping a ZIM-trained model: integer weight files and exact SavedModels.
+
+ZIM keeps every trainable weight an exact multiple of its grid `unit`, so the
+weights are integers in disguise. `save_integer_weights` stores each one as
+the narrowest integer dtype that holds it (a model whose weights stay within
+[-128, 127] units ships at a quarter of its float32 size) and
+`load_integer_weights` restores the identical model. `integer_report` says
+which width each weight needs without writing anything. `export_saved_model`
+writes a SavedModel for TF Serving atomically: it is checked (exact grid
+weights, and `serve(sample)` equal to the model's own output) before it
+appears at its path, and a failure leaves nothing behind.
+
+#### File format
+
+`save_integer_weights` writes one `.npz` file (NumPy, no pickles): an array
+`w<i>` per model weight, in `model.weights` order, and `__meta__`, a JSON
+string: `{"format": "keras_zim.integer_weights", "version": 1, "unit": ...,
+"weights": [{"path", "shape", "dtype", "stored", "grid"}, ...]}`. A weight
+with `"grid": true` is stored as integers `k` and restored as `k * unit` in
+its variable dtype; other weights (off-grid non-trainable weights, such as
+BatchNorm's moving statistics) are stored as they are (bfloat16 as float32,
+which holds it exactly).
+"""
+
+import collections
+import json
+import math
+import numbers
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "IntegerWidth",
+    "export_saved_model",
+    "integer_report",
+    "load_integer_weights",
+    "save_integer_weights",
+    "signed_bits",
+]
+
+FORMAT = "keras_zim.integer_weights"
+VERSION = 1
+_INTEGER_DTYPES = ("int8", "int16", "int32", "int64")
+
+IntegerWidth = collections.namedtuple(
+    "IntegerWidth", ["path", "shape", "dtype", "grid", "low", "high", "bits", "stored"]
+)
+IntegerWidth.__doc__ = """One weight of `integer_report`.
+
+Fields: `path` (the variable's path), `shape`, `dtype` (the variable's
+dtype), `grid` (True if every entry is a finite multiple of `unit`), `low`
+and `high` (the smallest and largest entry in units, ints; None off the
+grid), `bits` (the signed two's-complement width that holds [low, high]; None
+off the grid) and `stored` (the dtype written by `save_integer_weights`).
+"""
+
+
+def signed_bits(low, high):
+    """Signed two's-complement bits needed to hold every integer in [low, high].
+
+    Args:
+        low: int, the smallest value.
+        high: int, the largest value.
+
+    Returns:
+        An int >= 1: `b` such that `-2**(b-1) <= low` and `high <= 2**(b-1) - 1`.
+
+    Example:
+
+    >>> signed_bits(-128, 127), signed_bits(0, 128), signed_bits(0, 0)
+    (8, 9, 1)
+    """
+    low, high = int(low), int(high)
+    if low > high:
+        raise ValueError(f"Arguments must satisfy low <= high. Received: low={low}, high={high}")
+    bits_high = high.bit_length() + 1 if high > 0 else 1  # 2**(b-1) - 1 >= high
+    bits_low = (-low - 1).bit_length() + 1 if low < 0 else 1  # -2**(b-1) <= low
+    return max(bits_high, bits_low)
+
+
+def _check_model(model, name="model"):
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"Argument `{name}` must be a keras.Model. Received: {name}={model!r}")
+    if not model.built:
+        raise ValueError(
+            f"Argument `{name}` must be built (call it on data, or give it an Input) "
+            "so that its weights exist."
+        )
+
+
+def _default_unit(model):
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    return float(getattr(optimizer, "unit", 1.0))
+
+
+def _check_unit(unit, model):
+    if unit is None:
+        return _default_unit(model)
+    real = isinstance(unit, numbers.Real) and not isinstance(unit, bool)
+    if not (real and math.isfinite(unit) and unit > 0 and math.frexp(unit)[0] == 0.5):
+        raise ValueError(
+            "Argument `unit` must be a positive power of two (the grid step, as in "
+            f"keras_zim.ZIM) or None for the model's optimizer's unit. Received: unit={unit!r}"
+        )
+    return float(unit)
+
+
+def _check_npz_path(filepath):
+    if not isinstance(filepath, (str, os.PathLike)) or not os.fspath(filepath).endswith(".npz"):
+        raise ValueError(f"Argument `filepath` must be a path ending in '.npz'. Received: filepath={filepath!r}")
+    return os.fspath(filepath)
+
+
+def _on_grid(values, unit):
+    """(whether `values` are finite multiples of `unit` that fit int64, values / unit)."""
+    units = np.asarray(values, np.float64) / unit
+    grid = bool(np.all(np.isfinite(units)) and np.all(units == np.round(units)))
+    return grid and not (units.size and np.abs(units).max() > 2.0**62), units
+
+
+def _is_float(dtype):
+    return dtype.startswith(("float", "bfloat"))
+
+
+def _weight_record(variable, unit):
+    """The report line of one variable, and the array to store."""
+    dtype = keras.backend.standardize_dtype(variable.dtype)
+    values = np.asarray(keras.ops.convert_to_numpy(variable))
+    shape = tuple(int(s) for s in values.shape)
+    if not _is_float(dtype):
+        return IntegerWidth(variable.path, shape, dtype, False, None, None, None, dtype), values
+    grid, units = _on_grid(values, unit)
+    if not grid:
+        stored = "float32" if dtype == "bfloat16" else dtype
+        return IntegerWidth(variable.path, shape, dtype, False, None, None, None, stored), values.astype(stored)
+    low = int(units.min()) if units.size else 0
+    high = int(units.max()) if units.size else 0
+    bits = signed_bits(low, high)
+    stored = next(d for d in _INTEGER_DTYPES if np.iinfo(d).min <= low and high <= np.iinfo(d).max)
+    return IntegerWidth(variable.path, shape, dtype, True, low, high, bits, stored), units.astype(stored)
+
+
+def integer_report(model, unit=None):
+    """The integer width each weight of `model` needs, without writing anything.
+
+    Args:
+        model: a built `keras.Model`.
+        unit: the grid step, a positive power of two, or None for the unit of
+            the model's ZIM optimizer (1.0 without one). Defaults to `None`.
+
+    Returns:
+        A list of `IntegerWidth`, one per `model.weights` entry, in order.
+
+    Raises:
+        ValueError: if `model` is not a built Keras model or `unit` is invalid.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="ones")])
+    >>> [(w.path, w.stored, w.bits) for w in integer_report(model)]
+    [('sequential/dense/kernel', 'int8', 2), ('sequential/dense/bias', 'int8', 1)]
+    """
+    _check_model(model)
+    unit = _check_unit(unit, model)
+    return [_weight_record(v, unit)[0] for v in model.weights]
+
+
+def save_integer_weights(model, filepath, unit=None):
+    """Writes `model`'s weights as integers of the narrowest dtype, atomically.
+
+    Every trainable weight must be on the grid (a finite multiple of `unit`),
+    as ZIM keeps it. The file is written beside `filepath` and renamed into
+    place, so a failure never leaves a partial file at `filepath`.
+
+    Args:
+        model: a built `keras.Model`.
+        filepath: path ending in `.npz`; an existing file is replaced.
+        unit: the grid step, or None for the model's ZIM optimizer's unit
+            (1.0 without one). Defaults to `None`.
+
+    Returns:
+        The `integer_report` of what was written.
+
+    Raises:
+        ValueError: if an argument is invalid or a trainable weight is off
+            the grid.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="ones")])
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.npz")
+    >>> [w.stored for w in save_integer_weights(model, path)]
+    ['int8', 'int8']
+    >>> load_integer_weights(model, path)
+    """
+    _check_model(model)
+    filepath = _check_npz_path(filepath)
+    unit = _check_unit(unit, model)
+    trainable = {id(v) for v in model.trainable_weights}
+    report, arrays = [], {}
+    for index, variable in enumerate(model.weights):
+        record, array = _weight_record(variable, unit)
+        if id(variable) in trainable and not record.grid and _is_float(record.dtype):
+            raise ValueError(
+                f"Trainable weight '{variable.path}' is not on the grid of unit={unit}: "
+                "integer export needs every trainable weight to be a finite multiple of "
+                "`unit`. Train it with keras_zim.ZIM from grid initial values (e.g. "
+                "keras_zim.initializers.Discrete and zero biases), or pass its grid `unit`."
+            )
+        report.append(record)
+        arrays[f"w{index}"] = array
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "unit": unit,
+        "weights": [
+            {"path": r.path, "shape": list(r.shape), "dtype": r.dtype, "stored": r.stored, "grid": r.grid}
+            for r in report
+        ],
+    }
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    directory = os.path.dirname(os.path.abspath(filepath))
+    if not os.path.isdir(directory):
+        raise ValueError(f"Argument `filepath` must be in an existing directory. Received: filepath={filepath!r}")
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+        os.replace(temporary, filepath)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return report
+
+
+def _read_integer_file(filepath):
+    if not os.path.isfile(filepath):
+        raise ValueError(f"Argument `filepath` must be an existing file. Received: filepath={filepath!r}")
+    try:
+        with np.load(filepath, allow_pickle=False) as data:
+            meta = json.loads(str(data["__meta__"]))
+            arrays = {key: data[key] for key in data.files if key != "__meta__"}
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{filepath!r} is not a keras_zim integer weights file: {error}") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{filepath!r} is not a keras_zim integer weights file (no '{FORMAT}' header).")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{filepath!r} has format version {meta.get('version')!r}; this keras_zim reads {VERSION}.")
+    return meta, arrays
+
+
+def load_integer_weights(model, filepath):
+    """Restores weights written by `save_integer_weights` into `model`, exactly.
+
+    Everything is checked before anything is assigned: on any error the
+    model is left unchanged.
+
+    Args:
+        model: a built `keras.Model` with the same weights (paths, shapes) as
+            the saved one.
+        filepath: path of a `.npz` file written by `save_integer_weights`.
+
+    Raises:
+        ValueError: if the file is missing or not such a file, or its weights
+            do not match the model's.
+    """
+    _check_model(model)
+    filepath = _check_npz_path(filepath)
+    meta, arrays = _read_integer_file(filepath)
+    entries = meta["weights"]
+    variables = model.weights
+    if len(entries) != len(variables):
+        raise ValueError(
+            f"{filepath!r} holds {len(entries)} weights but the model has {len(variables)}: "
+            "load into a model of the same architecture."
+        )
+    values = []
+    for index, (entry, variable) in enumerate(zip(entries, variables)):
+        shape = tuple(int(s) for s in variable.shape)
+        array = arrays.get(f"w{index}")
+        if array is None or tuple(entry["shape"]) != shape or array.shape != shape:
+            raise ValueError(
+                f"Weight {index} of {filepath!r} ('{entry['path']}', shape {tuple(entry['shape'])}) "
+                f"does not match the model's '{variable.path}' (shape {shape})."
+            )
+        if array.dtype.name != entry["stored"]:
+            raise ValueError(f"Weight {index} of {filepath!r} is stored as {array.dtype.name}, not {entry['stored']}.")
+        if entry["grid"]:
+            array = array.astype(np.float64) * float(meta["unit"])
+        values.append(array)
+    for variable, value in zip(variables, values):
+        variable.assign(keras.ops.cast(value, variable.dtype))
+
+
+def _check_export_path(path):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ValueError(f"Argument `path` must be a directory path. Received: path={path!r}")
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path):
+        raise ValueError(f"Argument `path` must not exist yet (nothing is overwritten). Received: path={path!r}")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ValueError(f"The parent directory of `path` must exist. Received: path={path!r}")
+    return path
+
+
+def _check_export(model, directory, unit, sample):
+    loaded = tf.saved_model.load(directory)
+    exported = {v.name.rsplit(":", 1)[0]: v for v in loaded.variables}
+    for variable in model.trainable_weights:
+        copy = exported.get(variable.path)
+        if copy is None:
+            raise ValueError(f"The SavedModel has no variable for '{variable.path}'.")
+        value = copy.numpy()
+        if not np.array_equal(value, keras.ops.convert_to_numpy(variable)):
+            raise ValueError(f"The SavedModel's '{variable.path}' differs from the model's.")
+        if not _on_grid(value, unit)[0]:
+            raise ValueError(f"The SavedModel's '{variable.path}' is off the grid of unit={unit}.")
+    if sample is not None:
+        served = tf.nest.map_structure(np.asarray, loaded.serve(sample))
+        expected = tf.nest.map_structure(np.asarray, model(sample, training=False))
+        for got, want in zip(tf.nest.flatten(served), tf.nest.flatten(expected)):
+            if got.shape != want.shape or not np.array_equal(got, want):
+                raise ValueError("The SavedModel's `serve(sample)` differs from the model's output on `sample`.")
+
+
+def export_saved_model(model, path, unit=None, sample=None, **kwargs):
+    """`model.export(path)`, checked and atomic: a SavedModel for TF Serving.
+
+    Checks that every trainable weight is on the grid, exports into a
+    temporary directory beside `path`, reloads it with `tf.saved_model.load`,
+    checks that its variables equal the model's (exact grid values) and, with
+    `sample`, that `serve(sample)` equals `model(sample)` bit for bit; only then
+    renames it to `path`. On any failure the temporary directory is removed
+    and `path` does not exist.
+
+    Args:
+        model: a built `keras.Model`.
+        path: directory to create; must not exist.
+        unit: the grid step, or None for the model's ZIM optimizer's unit.
+            Defaults to `None`.
+        sample: optional input batch to check the exported `serve` against.
+            Defaults to `None`.
+        **kwargs: passed to `model.export` (e.g. `input_signature`).
+
+    Returns:
+        The absolute path of the SavedModel.
+
+    Raises:
+        ValueError: on invalid arguments, off-grid weights, or a failed check.
+    """
+    _check_model(model)
+    unit = _check_unit(unit, model)
+    path = _check_export_path(path)
+    for variable in model.trainable_weights:
+        if not _on_grid(keras.ops.convert_to_numpy(variable), unit)[0]:
+            raise ValueError(
+                f"Trainable weight '{variable.path}' is not on the grid of unit={unit}; "
+                "use `model.export` for a model that is not trained on the grid."
+            )
+    temporary = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".tmp-export-")
+    try:
+        model.export(temporary, format="tf_saved_model", verbose=False, **kwargs)
+        _check_export(model, temporary, unit, sample)
+        os.rename(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return path
