@@ -1,0 +1,426 @@
+"""Tests of `keras_zim.sampling`: the exact XLA sampler against the ZIM facts.
+
+Statistical tests draw many independent rows in one call (rows are i.i.d.
+draws), with fixed seeds, and compare with exact laws from SciPy:
+
+- Pearson chi-square goodness of fit, cells of expected count < 5 pooled, must
+  have a p-value above `P_MIN = 1e-4` (a correct sampler fails one such test
+  with probability 1e-4; the seeds are fixed, so a run is reproducible).
+- Counts with a binomial law must lie in the central interval holding all but
+  `P_MIN` of its mass (`binomial_interval`).
+- Sample moments must lie within `Z = 5` standard errors of the analytic ones;
+  the standard errors come from the exact pmf (two-sided normal tail 5.7e-7).
+
+Each distinct (weights shape and dtype, chunk, smoothing) compiles once, so the
+tests share them.
+"""
+
+import heapq
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import stats
+
+from keras_zim import sampling
+
+ROWS = 20_000
+P_MIN = 1e-4
+Z = 5.0
+Q3 = np.array([0.2, 0.3, 0.5])
+
+
+def draw(weights, total_count, rate, seed, chunk=None, dtype=np.float64, **kwargs):
+    """`sample_counts` on NumPy arguments, as a NumPy array."""
+    weights = np.asarray(weights, dtype)
+    return sampling.sample_counts(weights, total_count, rate, tf.constant(seed), chunk, **kwargs).numpy()
+
+
+def outcomes(n, k):
+    """Every x in N^k with sum(x) <= n, as an int array [m, k]."""
+    grid = np.array(list(itertools.product(range(n + 1), repeat=k)))
+    return grid[grid.sum(axis=1) <= n]
+
+
+def zim_pmf(x, n, r, q):
+    """Exact P(x) = Multinomial(n, [1 - r, r q]).pmf([n - sum(x), x])."""
+    q = np.asarray(q, np.float64) / np.sum(q)
+    full = np.concatenate([n - x.sum(axis=-1, keepdims=True), x], axis=-1)
+    return stats.multinomial(n, np.concatenate([[1.0 - r], r * q])).pmf(full)
+
+
+def pool(table, expected, minimum=5.0):
+    """Merges the columns of smallest `expected` until each has >= `minimum`."""
+    heap = [(e, i, table[:, i]) for i, e in enumerate(expected)]
+    heapq.heapify(heap)
+    while len(heap) > 1 and heap[0][0] < minimum:
+        e0, i0, c0 = heapq.heappop(heap)
+        e1, _, c1 = heapq.heappop(heap)
+        heapq.heappush(heap, (e0 + e1, i0, c0 + c1))
+    return np.stack([c for _, _, c in heap], axis=1)
+
+
+def chisquare_pvalue(observed, probs):
+    """Pearson goodness of fit of counts `observed` to cell probabilities `probs`."""
+    observed = np.asarray(observed, np.float64).ravel()
+    probs = np.asarray(probs, np.float64).ravel()
+    assert observed[probs == 0].sum() == 0, "drew an outcome of probability zero"
+    keep = probs > 0
+    expected = observed.sum() * probs[keep] / probs[keep].sum()
+    table = pool(np.stack([observed[keep], expected]), expected)
+    assert table.shape[1] >= 2, "too few cells for a chi-square test"
+    return stats.chisquare(table[0], table[1]).pvalue
+
+
+def joint_counts(draws, n):
+    """Observed count of every outcome of `outcomes(n, k)`, in that order."""
+    k = draws.shape[1]
+    radix = (n + 1) ** np.arange(k)
+    table = np.bincount(draws @ radix, minlength=(n + 1) ** k)
+    return table[outcomes(n, k) @ radix], table.sum()
+
+
+def binomial_interval(n, p, alpha=P_MIN):
+    """[lo, hi] with P(Binomial(n, p) outside) < alpha."""
+    return stats.binom.ppf(alpha / 2, n, p), stats.binom.isf(alpha / 2, n, p)
+
+
+# ---------------------------------------------------------------- exact joint law
+
+
+# Two parameter sets drawn in one call (rows 0..h-1 and h..2h-1), so per-row
+# weights, trials and rates are exercised; the second has a zero-weight category.
+HALF = ROWS // 2
+CASES = [
+    (4, 0.6, np.array([2.0, 3.0, 5.0])),  # unnormalised weights
+    (3, 0.25, np.array([1.0, 0.0, 4.0])),
+]
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 2, 3])
+def test_joint_pmf_goodness_of_fit(chunk):
+    # chunk=None is the default (4 here: one iteration almost always); tiny
+    # chunks force many iterations of both XLA while loops (the fallback path).
+    weights = np.repeat([w for _, _, w in CASES], HALF, axis=0)
+    total = np.repeat([n for n, _, _ in CASES], HALF)
+    rate = np.repeat([r for _, r, _ in CASES], HALF)
+    counts = draw(weights, total, rate, [11, chunk or 0], chunk)
+    for half, (n, r, w) in enumerate(CASES):
+        rows = counts[half * HALF : (half + 1) * HALF]
+        observed, drawn = joint_counts(rows, n)
+        assert drawn == HALF  # no row left the support sum(x) <= n
+        assert chisquare_pvalue(observed, zim_pmf(outcomes(n, 3), n, r, w)) > P_MIN
+
+
+# --------------------------------------------------- marginals, total, moments
+
+N10, R10 = 10, 0.3
+
+
+@pytest.fixture(scope="module")
+def draws_n10():
+    # chunk=4 < n: the passing-trial loop usually needs several iterations.
+    return draw(np.tile(Q3, (ROWS, 1)), N10, R10, [5, 6], chunk=4)
+
+
+def test_marginals_are_binomial(draws_n10):
+    values = np.arange(N10 + 1)
+    for i, q in enumerate(Q3):
+        observed = np.bincount(draws_n10[:, i], minlength=N10 + 1)
+        assert chisquare_pvalue(observed, stats.binom.pmf(values, N10, R10 * q)) > P_MIN
+
+
+def test_total_is_binomial_n_r(draws_n10):
+    observed = np.bincount(draws_n10.sum(axis=1), minlength=N10 + 1)
+    assert observed.size == N10 + 1
+    assert chisquare_pvalue(observed, stats.binom.pmf(np.arange(N10 + 1), N10, R10)) > P_MIN
+
+
+def test_given_total_counts_are_multinomial(draws_n10):
+    totals = draws_n10.sum(axis=1)
+    tested = 0
+    for size in range(1, N10 + 1):
+        rows = draws_n10[totals == size]
+        if len(rows) < 1000:
+            continue
+        grid = outcomes(size, 3)
+        grid = grid[grid.sum(axis=1) == size]
+        radix = (size + 1) ** np.arange(3)
+        table = np.bincount(rows @ radix, minlength=(size + 1) ** 3)[grid @ radix]
+        assert table.sum() == len(rows)
+        assert chisquare_pvalue(table, stats.multinomial(size, Q3).pmf(grid)) > P_MIN
+        tested += 1
+    assert tested >= 4  # N = 1..5 each hold >= 1000 of the 20,000 rows
+
+
+def exact_standard_errors(n, r, q, draws):
+    """CLT standard errors of sample mean, variance, covariance and E||x||^2.
+
+    From the exact pmf: SE(mean_i) = sqrt(Var x_i / m),
+    SE(var_i) = sqrt((E[d_i^4] - Var_i^2) / m), SE(cov_ij) =
+    sqrt((E[d_i^2 d_j^2] - Cov_ij^2) / m) with d = x - E[x], and
+    SE(mean ||x||^2) = sqrt(Var ||x||^2 / m), for m draws.
+    """
+    x = outcomes(n, len(q))
+    p = zim_pmf(x, n, r, q)
+    m = len(draws)
+    d = x - p @ x
+    cov = np.einsum("o,oi,oj->ij", p, d, d)
+    fourth = np.einsum("o,oi,oj->ij", p, d**2, d**2)
+    square = (x**2).sum(axis=1)
+    square_var = p @ square**2 - (p @ square) ** 2
+    return (
+        np.sqrt(np.diag(cov) / m),
+        np.sqrt((fourth - cov**2) / m),
+        np.sqrt(square_var / m),
+    )
+
+
+def test_moments_match_the_formulas(draws_n10):
+    n, r, q = N10, R10, Q3
+    mean = n * r * q
+    cov = -n * r**2 * np.outer(q, q)
+    np.fill_diagonal(cov, n * r * q * (1 - r * q))
+    second = n * r + n * (n - 1) * r**2 * np.sum(q**2)
+    se_mean, se_cov, se_second = exact_standard_errors(n, r, q, draws_n10)
+    x = draws_n10.astype(np.float64)
+    assert np.all(np.abs(x.mean(axis=0) - mean) < Z * se_mean)
+    assert np.all(np.abs(np.cov(x, rowvar=False) - cov) < Z * se_cov)
+    assert abs((x**2).sum(axis=1).mean() - second) < Z * se_second
+
+
+# ------------------------------------------------------------ edge cases, exact
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+def test_rate_zero_draws_nothing(chunk):
+    counts = draw(np.tile(Q3, (ROWS, 1)), 4, 0.0, [1, 2], chunk)
+    assert not counts.any()
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+def test_rate_one_places_every_trial(chunk):
+    total = np.arange(ROWS) % 5  # n = 0..4, per row
+    counts = draw(np.tile(Q3, (ROWS, 1)), total, 1.0, [3, 4], chunk)
+    np.testing.assert_array_equal(counts.sum(axis=1), total)
+    rows = counts[total == 4]  # given r = 1 these are Multinomial(4, q)
+    observed, drawn = joint_counts(rows, 4)
+    assert drawn == len(rows)
+    assert chisquare_pvalue(observed, zim_pmf(outcomes(4, 3), 4, 1.0, Q3)) > P_MIN
+
+
+def test_one_category_gets_every_passing_trial():
+    counts = draw(np.full((ROWS, 1), 2.5), 4, 0.6, [6, 7], chunk=4)[:, 0]
+    observed = np.bincount(counts, minlength=5)
+    assert observed.size == 5
+    assert chisquare_pvalue(observed, stats.binom.pmf(np.arange(5), 4, 0.6)) > P_MIN
+
+
+def test_rows_of_zero_weights_get_zero_counts():
+    weights = np.tile(Q3, (ROWS, 1))
+    weights[::3] = 0.0
+    counts = draw(weights, 4, 1.0, [8, 9], chunk=3)
+    assert not counts[::3].any()
+    live = np.ones(ROWS, bool)
+    live[::3] = False
+    np.testing.assert_array_equal(counts[live].sum(axis=1), 4)
+
+
+def test_output_is_int32_with_the_weights_shape():
+    counts = sampling.sample_counts(tf.ones([ROWS, 3], tf.float64), 4, 0.5, [0, 0], chunk=4)
+    assert counts.dtype == tf.int32
+    assert counts.shape == (ROWS, 3)
+
+
+def test_rows_with_nan_or_inf_get_zero_counts():
+    weights = np.tile(Q3, (ROWS, 1))
+    weights[::4, 1] = np.nan
+    weights[1::4, 2] = np.inf
+    counts = draw(weights, 4, 1.0, [8, 10], chunk=3)
+    bad = np.arange(ROWS) % 4 < 2
+    assert not counts[bad].any()
+    np.testing.assert_array_equal(counts[~bad].sum(axis=1), 4)
+
+
+def test_smoothing_and_signs_act_on_magnitudes():
+    # q is proportional to |w| + c: the same draw as weights |w| + c given directly.
+    signed = np.tile([-0.2, 0.0, 0.5], (ROWS, 1))
+    expected = draw(np.abs(signed) + 0.5, 4, 0.6, [12, 13], chunk=4)
+    np.testing.assert_array_equal(draw(signed, 4, 0.6, [12, 13], chunk=4, smoothing=0.5), expected)
+    np.testing.assert_array_equal(draw(-signed, 4, 0.6, [12, 13], chunk=4, smoothing=0.5), expected)
+    assert expected[:, 1].any()  # the zero entry is drawn through the smoothing
+
+
+def test_same_seed_same_counts_other_seed_other_counts():
+    weights = np.tile(Q3, (ROWS, 1))
+    first = draw(weights, 4, 0.6, [21, 22], chunk=4)
+    np.testing.assert_array_equal(first, draw(weights, 4, 0.6, [21, 22], chunk=4))
+    # Scalar n and r mean the same as one value per row.
+    per_row = draw(weights, np.full(ROWS, 4), np.full(ROWS, 0.6), [21, 22], chunk=4)
+    np.testing.assert_array_equal(first, per_row)
+    assert np.any(first != draw(weights, 4, 0.6, [21, 23], chunk=4))
+    assert np.any(first != draw(weights, 4, 0.6, [22, 22], chunk=4))
+
+
+def test_chunk_size_covers_the_binomial():
+    assert sampling.chunk_size(0, 0.5) == 1
+    assert sampling.chunk_size(10, 0.3) == 10  # capped at n
+    assert sampling.chunk_size(10**6, 0.01) == 10_000 + 800 + 16
+    assert sampling.chunk_size(10**9, 1.0) == sampling.MAX_CHUNK
+    # One iteration of the passing-trial loop suffices unless N ~ Binomial(n, r)
+    # reaches the chunk, which has probability below 1e-15.
+    for n, r in [(100, 0.5), (10**4, 0.01), (10**6, 0.01)]:
+        assert stats.binom.sf(sampling.chunk_size(n, r) - 1, n, r) < 1e-15
+
+
+# ------------------------------------------------------- many blocks, large d
+
+D_BLOCKS = 1000  # many blocks, the last one partial (padding)
+ZEROS = np.r_[0, 1, 127:256, 500, 999]  # first, last, whole blocks, lone zeros
+
+
+def block_weights():
+    i = np.arange(D_BLOCKS)
+    weights = 1.0 + (i * 37) % 11
+    weights[ZEROS] = 0.0
+    return weights
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_many_blocks_follow_q(chunk):
+    # Rows alternate between the weights and their reverse. Given the row
+    # totals, the per-category sums over rows are Multinomial(sum, q).
+    weights = block_weights()
+    rows = 1000
+    table = np.where(np.arange(rows)[:, None] % 2 == 0, weights, weights[::-1])
+    counts = draw(table, 100, 0.5, [31, chunk or 0], chunk)
+    for parity, w in enumerate([weights, weights[::-1]]):
+        summed = counts[parity::2].sum(axis=0)
+        assert not summed[w == 0].any()  # zero-weight categories never chosen
+        assert chisquare_pvalue(summed, w) > P_MIN
+        bins = summed.reshape(20, 50).sum(axis=1)  # bins straddle block edges
+        assert chisquare_pvalue(bins, w.reshape(20, 50).sum(axis=1)) > P_MIN
+    total = counts.sum()
+    lo, hi = binomial_interval(rows * 100, 0.5)
+    assert lo <= total <= hi
+
+
+BIG = 10**6
+
+
+def test_large_d_total_and_halves_are_plausible():
+    # One row, d = n = 1e6, r = 0.01: N ~ Binomial(1e6, 0.01) (mean 1e4, sd 99.5).
+    weights = np.where(np.arange(BIG) < BIG // 2, 1.0, 3.0)
+    counts = draw(weights[None], BIG, 0.01, [41, 42], dtype=np.float32)[0]
+    assert counts.min() >= 0
+    total = counts.sum()
+    lo, hi = binomial_interval(BIG, 0.01)
+    assert lo <= total <= hi
+    # Given N, the first half (a quarter of the mass) holds Binomial(N, 1/4).
+    lo, hi = binomial_interval(total, 0.25)
+    assert lo <= counts[: BIG // 2].sum() <= hi
+
+
+def test_float64_sums_keep_tiny_weights():
+    # One weight 1e9 first, then 999,999 weights 1. In float32, 1e9 + 1 == 1e9
+    # (the spacing there is 64), so a float32 running sum gives the small
+    # weights no mass at all. Exactly, with r = 1 and n = 1e6 trials, their
+    # total is Binomial(1e6, p) with p = 999,999 / 1,000,999,999 (mean 999.0,
+    # sd 31.6); the interval is about 999 +- 140. Both 1e9 and 1 are exact in
+    # a float32 input: the sums must still be formed in float64.
+    weights = np.ones(BIG)
+    weights[0] = 1e9
+    counts = draw(weights[None], BIG, 1.0, [43, 44], dtype=np.float32)[0]
+    assert counts.sum() == BIG
+    small = counts[1:].sum()
+    lo, hi = binomial_interval(BIG, (BIG - 1) / (1e9 + BIG - 1))
+    assert lo <= small <= hi
+    # They are spread over the whole range: given S, the first 500,000 of the
+    # 999,999 small weights hold Binomial(S, 500,000 / 999,999).
+    lo, hi = binomial_interval(small, (BIG // 2) / (BIG - 1))
+    assert lo <= counts[1 : BIG // 2 + 1].sum() <= hi
+
+
+# ------------------------------------------------------------------ grid_moves
+
+
+def gradients(bad=None):
+    """A float32 (3, 4) gradient with zeros and a float64 (5,) one."""
+    first = np.array([[0.5, -1.0, 0.0, 2.0], [0.0, -0.25, 1.5, 0.0], [3.0, 0.0, -0.5, 1.0]])
+    second = np.array([-2.0, 0.75, -0.1, 1.25, -1.0])
+    if bad is not None:
+        second[3] = bad
+    return [tf.constant(first, tf.float32), tf.constant(second, tf.float64)]
+
+
+def moves(grads, rate, seed, trials, smoothing, unit, chunk):
+    out = sampling.grid_moves(
+        grads, tf.constant(rate, tf.float64), tf.constant(seed, tf.int32), trials, smoothing, unit, chunk
+    )
+    return [m.numpy() for m in out]
+
+
+def flat(arrays):
+    return np.concatenate([np.ravel(a) for a in arrays])
+
+
+MOVE_ARGS = dict(trials=40, smoothing=0.5, unit=1.0, chunk=8)
+
+
+def test_grid_moves_are_unit_times_counts_times_sign():
+    grads = gradients()
+    g = flat([t.numpy() for t in grads])
+    zero_hits = 0
+    for seed in range(10):
+        out = moves(grads, 0.7, [seed, 3], **MOVE_ARGS)
+        assert [m.shape for m in out] == [(3, 4), (5,)]
+        assert [m.dtype for m in out] == [np.float32, np.float64]
+        counts = draw((np.abs(g) + 0.5)[None], 40, 0.7, [seed, 3], chunk=8)[0]
+        np.testing.assert_array_equal(flat(out), counts * np.sign(g))
+        zero_hits += counts[g == 0].sum()
+    # sign(0) = 0: the zero entries did receive trials (smoothing > 0), yet never moved.
+    assert zero_hits > 0
+
+
+NAN_MOVES = pytest.mark.xfail(
+    reason="grid_moves multiplies the zero counts by sign(g), and sign(NaN) * 0 is NaN:"
+    " the NaN entry gets a NaN move instead of 0",
+    strict=True,
+)
+
+
+@pytest.mark.parametrize("bad", [pytest.param(np.nan, marks=NAN_MOVES), np.inf, -np.inf])
+def test_non_finite_gradient_gives_zero_moves(bad):
+    out = moves(gradients(bad), 0.7, [1, 3], **MOVE_ARGS)
+    for m in out:
+        assert np.all(m == 0.0)  # NaN would fail this too
+
+
+HALF_ARGS = dict(trials=None, smoothing=0.0, unit=0.5, chunk=4)
+
+
+def test_zero_gradient_without_smoothing_gives_zero_moves():
+    zero = [tf.zeros([3, 4], tf.float32), tf.zeros([5], tf.float64)]
+    out = moves(zero, 1.0, [2, 3], **HALF_ARGS)
+    for m in out:
+        assert np.all(m == 0.0)
+
+
+def dense_gradients():
+    g = gradients()
+    return [g[0] + 0.125, g[1]]  # every entry non-zero
+
+
+@pytest.mark.parametrize("rate, passing", [(1.0, 17), (1.5, 17), (0.0, 0), (-0.5, 0)])
+def test_trials_none_means_every_entry(rate, passing):
+    # With no smoothing and no zero gradient, sum |move| / unit is the number of
+    # passing trials: all d = 17 at rate 1 (or above: clipped), none at rate 0.
+    out = moves(dense_gradients(), rate, [4, 3], **HALF_ARGS)
+    assert np.abs(flat(out)).sum() / 0.5 == passing
+
+
+def test_unit_half_moves_by_multiples_of_half():
+    out = flat(moves(dense_gradients(), 1.0, [5, 3], **HALF_ARGS))
+    np.testing.assert_array_equal(out * 2, np.round(out * 2))
+    assert np.any(out * 2 % 2 == 1)  # some moves are odd multiples of 0.5
