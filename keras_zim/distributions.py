@@ -114,8 +114,8 @@ class ZeroInflatedMultinomial(tfd.Distribution):
     def _sample_n(self, n, seed=None):
         seed = tfp.random.sanitize_seed(seed)
         batch = self.batch_shape_tensor()
-        k = tf.get_static_value(self._event_shape_tensor())
-        probs = tf.broadcast_to(self._probs, tf.concat([[n], batch, [k[0]]], 0))
+        k = self._probs.shape[-1]
+        probs = tf.broadcast_to(self._probs, tf.concat([[n], batch, [k]], 0))
         total = tf.broadcast_to(self._total_count, tf.concat([[n], batch], 0))
         rate = tf.broadcast_to(self._rate, tf.concat([[n], batch], 0))
         static_n = tf.get_static_value(self._total_count)
@@ -125,11 +125,15 @@ class ZeroInflatedMultinomial(tfd.Distribution):
             rate_hint = 1.0 if static_r is None else float(np.max(static_r))
             chunk = sampling.chunk_size(int(np.max(static_n)), rate_hint)
         counts = sampling.sample_counts(
-            tf.reshape(probs, [-1, k[0]]), tf.reshape(total, [-1]), tf.reshape(rate, [-1]), seed, chunk
+            tf.reshape(probs, [-1, k]), tf.reshape(total, [-1]), tf.reshape(rate, [-1]), seed, chunk
         )
         return tf.reshape(tf.cast(counts, self.dtype), tf.shape(probs))
 
     def _log_prob(self, x):
+        shape = tf.broadcast_dynamic_shape(
+            tf.shape(x), tf.concat([self.batch_shape_tensor(), self._event_shape_tensor()], 0)
+        )
+        x = tf.broadcast_to(x, shape)
         no_op = self._total_count - tf.reduce_sum(x, axis=-1)
         return self._multinomial().log_prob(tf.concat([no_op[..., None], x], axis=-1))
 

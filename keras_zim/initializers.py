@@ -1,5 +1,7 @@
 """Integer-valued initialisers: the paper's discrete kernel initialisation."""
 
+import math
+import numbers
 import random
 
 import keras
@@ -47,19 +49,25 @@ class Discrete(keras.initializers.Initializer):
 
     def __init__(self, base="glorot_uniform", trials=None, smoothing=1.0, seed=None):
         if trials is not None and (
-            isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials <= 0
+            isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials <= 0
         ):
             raise ValueError(
                 "Argument `trials` must be a positive integer or None. "
                 f"Received: trials={trials}"
             )
-        if not isinstance(smoothing, (int, float)) or not 0 <= smoothing < float("inf"):
+        if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < math.inf:
             raise ValueError(
                 f"Argument `smoothing` must be a finite float >= 0. Received: smoothing={smoothing}"
             )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"Argument `seed` must be an int or None. Received: seed={seed}")
-        self.base = keras.initializers.get(base)
+        try:
+            self.base = keras.initializers.get(base)
+        except ValueError as error:
+            raise ValueError(
+                "Argument `base` must be a Keras initializer or the name of one "
+                f"(e.g. 'glorot_uniform'). Received: base={base!r}"
+            ) from error
         self.trials = None if trials is None else int(trials)
         self.smoothing = float(smoothing)
         self.seed = None if seed is None else int(seed)
@@ -75,7 +83,7 @@ class Discrete(keras.initializers.Initializer):
         w0 = tf.reshape(tf.cast(w0, tf.float64), [1, size])
         trials = self.trials or max(1, round(size ** (1.0 / max(len(shape), 1))))
         counts = sampling.sample_counts(
-            tf.abs(w0) + self.smoothing, trials, 1.0, [seed, 1], sampling.chunk_size(trials, 1.0)
+            w0, trials, 1.0, [seed, 1], sampling.chunk_size(trials, 1.0), smoothing=self.smoothing
         )
         values = tf.reshape(tf.cast(counts, tf.float64) * tf.sign(w0), shape) + 0.0
         return tf.cast(values, dtype or keras.config.floatx())
@@ -91,5 +99,6 @@ class Discrete(keras.initializers.Initializer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["base"] = keras.initializers.deserialize(config["base"])
+        if "base" in config:
+            config["base"] = keras.initializers.deserialize(config["base"])
         return cls(**config)

@@ -119,7 +119,9 @@ class ZIM(keras.optimizers.Optimizer):
         name="zim",
         **kwargs,
     ):
-        if isinstance(learning_rate, numbers.Real) and not 0 <= learning_rate <= 1:
+        if isinstance(learning_rate, bool) or (
+            isinstance(learning_rate, numbers.Real) and not 0 <= learning_rate <= 1
+        ):
             raise ValueError(
                 "Argument `learning_rate` must be a float in [0, 1] (the "
                 "zero-inflation rate), a LearningRateSchedule or a callable. "
@@ -132,7 +134,7 @@ class ZIM(keras.optimizers.Optimizer):
                 "Argument `trials` must be a positive integer or None (the "
                 f"number of parameters in the scope). Received: trials={trials}"
             )
-        if not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < math.inf:
+        if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < math.inf:
             raise ValueError(
                 "Argument `smoothing` must be a finite float >= 0. "
                 f"Received: smoothing={smoothing}"

@@ -17,21 +17,31 @@ It is drawn exactly, in two stages that compose to that law:
 
 1. The number of passing trials `N ~ Binomial(n, r)`: the gaps between passing
    trials are Geometric(r), `G = 1 + floor(log(V) / log(1 - r))` with
-   `V ~ Uniform(0, 1]`; `N` counts the partial sums of gaps that stay `<= n`.
-   Gaps are drawn `chunk` at a time until a partial sum passes `n`, so any `N`
-   is exact and one chunk almost always suffices.
+   `V ~ Uniform(0, 1]`, and `N` counts the partial sums of gaps that stay
+   `<= n`. Gaps are drawn `chunk` at a time until a partial sum passes `n`,
+   so any `N` is exact and one chunk almost always suffices.
 2. Given `N`, each passing trial lands on `i` with probability `q_i`, by the
-   inverse CDF in float64: a binary search over prefix sums of blocks of
-   `_BLOCK` weights, then a scan inside the chosen block. Trials are placed
-   `chunk` at a time, so memory is O(chunk * _BLOCK + d), never O(n d).
+   inverse CDF in float64: `u ~ Uniform[0, sum(w))` walks down a 16-ary tree
+   of partial sums (about log16(d) levels), at each level picking the child
+   whose cumulative sum first exceeds `u`. Trials are placed `chunk` at a
+   time, so memory is O(chunk * 16 + d), never O(n d).
 
-Rows whose weights sum to zero have no direction and get zero counts. The
-inverse CDF is exact up to float64 rounding of the partial sums (relative error
-about 1e-16 per boundary); float32 sums would distort q by up to 12% at d = 1e6.
+Both stages are one search: "how many leading entries have an inclusive
+prefix sum <= t", answered by `_count_prefix_at_most` on a `_SumTree`. The
+tree keeps only block sums, never a prefix-sum array: XLA lowers `tf.cumsum`
+to a reduce-window that is far slower than this on CPU, and each tree level
+is one gather and one fused 16-step scan per trial.
+
+Rows whose weights sum to zero have no direction and get zero counts, as do
+rows holding a NaN or Inf (their total is not finite: the optimizer's skipped
+step). The inverse CDF is exact up to float64 rounding of the partial sums
+(relative error about 1e-16 per boundary); float32 sums would distort q by up
+to 12% at d = 1e6.
 """
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 __all__ = [
@@ -40,7 +50,7 @@ __all__ = [
     "grid_moves",
 ]
 
-_BLOCK = 128
+_FANOUT = 16
 MAX_CHUNK = 1 << 16
 
 
@@ -69,6 +79,64 @@ def _uniform(shape, seed, stream, step):
     return tf.random.stateless_uniform(shape, key, dtype=tf.float64, alg="philox")
 
 
+class _SumTree:
+    """A 16-ary tree of float64 sums over each row of `leaves`.
+
+    `weight(raw, valid)` turns gathered leaf values into float64 weights
+    (zero where `valid` is False, i.e. in the padding). Level 0 holds the
+    leaves; each level above holds the sums of 16 entries of the one below,
+    up to a single root per row.
+    """
+
+    def __init__(self, leaves, weight):
+        self.rows, self.size = leaves.shape
+        self.weight = weight
+        self.levels = [self._grouped(leaves)]
+        sums = tf.reduce_sum(self._weights(self.levels[0], tf.range(self.levels[0].shape[1])), axis=2)
+        while sums.shape[1] > 1:
+            self.levels.append(self._grouped(sums))
+            sums = tf.reduce_sum(self.levels[-1], axis=2)
+        self.total = sums[:, 0]
+
+    @staticmethod
+    def _grouped(values):
+        """`[rows, n]` padded with zeros and viewed as `[rows, ceil(n/16), 16]`."""
+        groups = -(-values.shape[1] // _FANOUT)
+        padded = tf.pad(values, [[0, 0], [0, groups * _FANOUT - values.shape[1]]])
+        return tf.reshape(padded, [values.shape[0], groups, _FANOUT])
+
+    def _weights(self, raw, group):
+        leaf = group[..., None] * _FANOUT + tf.range(_FANOUT)
+        return self.weight(raw, leaf < self.size)
+
+    def count_at_most(self, target):
+        """Per `[rows, T]` target t: how many leading leaves have prefix sum <= t.
+
+        Equals `size` when `t >= total`. Walks from the root to the leaves,
+        subtracting the sums of the children passed over at each level.
+        """
+        node = tf.zeros(tf.shape(target), tf.int32)
+        rows = tf.range(self.rows)[:, None]
+        remaining = target
+        for depth in reversed(range(len(self.levels))):
+            level = self.levels[depth]
+            flat = tf.reshape(level, [-1, _FANOUT])
+            children = tf.gather(flat, rows * level.shape[1] + node)
+            if depth == 0:
+                children = self._weights(children, node)
+            running = tf.zeros_like(remaining)
+            passed = tf.zeros_like(remaining)
+            chosen = tf.zeros_like(node)
+            for k in range(_FANOUT):  # one fused scan over the 16 children
+                running += children[..., k]
+                at_most = running <= remaining
+                chosen += tf.cast(at_most, tf.int32)
+                passed = tf.where(at_most, running, passed)
+            remaining -= passed
+            node = node * _FANOUT + tf.minimum(chosen, _FANOUT - 1)
+        return tf.where(target >= self.total[:, None], self.size, tf.minimum(node, self.size - 1))
+
+
 def _passing_trials(total_count, rate, seed, chunk):
     """N ~ Binomial(n, r) per row, by counting Geometric(r) gaps up to n."""
     rows = total_count.shape[0]
@@ -81,91 +149,83 @@ def _passing_trials(total_count, rate, seed, chunk):
         v = 1.0 - _uniform([rows, chunk], seed, 0, step)
         gaps = 1.0 + tf.math.floor(tf.math.log(v) / log_fail)
         gaps = tf.where(rate[:, None] > 0.0, gaps, math.inf)
-        ends = position[:, None] + tf.math.cumsum(gaps, axis=1)
-        count += tf.reduce_sum(tf.cast(ends <= total_count[:, None], tf.int32), 1)
-        return step + 1, ends[:, -1], count
+        tree = _SumTree(gaps, lambda raw, valid: tf.where(valid, raw, 0.0))
+        room = (total_count - position)[:, None]
+        count += tf.where(room[:, 0] >= 0.0, tree.count_at_most(room)[:, 0], 0)
+        return step + 1, position + tree.total, count
 
     start = (tf.constant(0), tf.zeros_like(total_count), tf.zeros([rows], tf.int32))
     return tf.while_loop(more, draw, start)[2]
 
 
-def _upper_bound(sorted_rows, values):
-    """Per row, how many entries of `sorted_rows` are <= each of `values`."""
-    size = sorted_rows.shape[1]
-    low = tf.zeros(tf.shape(values), tf.int32)
-    high = tf.fill(tf.shape(values), size)
-    for _ in range(max(1, size).bit_length()):
-        middle = (low + high) // 2
-        entry = tf.gather(sorted_rows, tf.minimum(middle, size - 1), batch_dims=1)
-        right = (middle < high) & (entry <= values)
-        low = tf.where(right, middle + 1, low)
-        high = tf.where(right, high, middle)
-    return low
+def _place_trials(magnitudes, smoothing, passing, seed, chunk):
+    """Counts of `passing` trials per row, each landing on i w.p. q_i.
 
+    `q_i` is proportional to `|m_i| + c`, formed in float64 where it is used
+    (the tree's block sums, and the 16 leaves of a chosen block), so no
+    float64 copy of the whole input is kept.
+    """
+    rows, size = magnitudes.shape
 
-def _place_trials(weights, passing, seed, chunk):
-    """Counts of `passing` trials per row, each landing on i w.p. q_i."""
-    rows, size = weights.shape
-    block = min(_BLOCK, size)
-    num_blocks = -(-size // block)
-    padded = tf.pad(weights, [[0, 0], [0, num_blocks * block - size]])
-    blocks = tf.reshape(padded, [rows, num_blocks, block])
-    block_ends = tf.math.cumsum(tf.reduce_sum(blocks, axis=2), axis=1)
-    total = block_ends[:, -1]
-    passing = tf.where(total > 0.0, passing, 0)
-    row_ids = tf.broadcast_to(tf.range(rows)[:, None], [rows, chunk])
+    def weight(raw, valid):
+        return tf.where(valid, tf.abs(tf.cast(raw, tf.float64)) + smoothing, 0.0)
+
+    tree = _SumTree(magnitudes, weight)
+    total = tree.total
+    passing = tf.where((total > 0.0) & tf.math.is_finite(total), passing, 0)
+    row_start = tf.range(rows)[:, None] * size
 
     def more(step, counts):
         return tf.reduce_any(step * chunk < passing)
 
     def place(step, counts):
         u = _uniform([rows, chunk], seed, 1, step) * total[:, None]
-        b = tf.minimum(_upper_bound(block_ends, u), num_blocks - 1)
-        before = tf.gather(block_ends, b - 1, batch_dims=1)
-        local = u - tf.where(b > 0, before, 0.0)
-        inside = tf.math.cumsum(tf.gather(blocks, b, batch_dims=1), axis=2)
-        j = tf.reduce_sum(tf.cast(inside <= local[..., None], tf.int32), axis=2)
-        index = tf.minimum(b * block + tf.minimum(j, block - 1), size - 1)
+        index = tf.minimum(tree.count_at_most(u), size - 1)
         live = step * chunk + tf.range(chunk)[None, :] < passing[:, None]
-        where = tf.stack([row_ids, index], axis=2)
-        return step + 1, tf.tensor_scatter_nd_add(counts, where, tf.cast(live, tf.int32))
+        flat_index = tf.reshape(row_start + index, [-1, 1])
+        return step + 1, tf.tensor_scatter_nd_add(counts, flat_index, tf.cast(tf.reshape(live, [-1]), tf.int32))
 
-    start = (tf.constant(0), tf.zeros([rows, size], tf.int32))
-    return tf.while_loop(more, place, start)[1]
+    start = (tf.constant(0), tf.zeros([rows * size], tf.int32))
+    return tf.reshape(tf.while_loop(more, place, start)[1], [rows, size])
 
 
 @tf.function(jit_compile=True)
-def _sample_counts(weights, total_count, rate, seed, chunk):
+def _sample_counts(magnitudes, smoothing, total_count, rate, seed, chunk):
     passing = _passing_trials(total_count, rate, seed, chunk)
-    return _place_trials(weights, passing, seed, chunk)
+    return _place_trials(magnitudes, smoothing, passing, seed, chunk)
 
 
-def sample_counts(weights, total_count, rate, seed, chunk=None):
-    """Draws `x ~ ZIMultinomial(n, r, w / sum(w))` per row, exactly.
+def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0):
+    """Draws `x ~ ZIMultinomial(n, r, q)` per row, exactly, `q ~ |w| + c`.
 
-    Compiled with XLA; static shapes, memory O(rows * (d + chunk * 128)).
+    Compiled with XLA; static shapes, memory O(rows * (d + chunk * 16)).
 
     Args:
         weights: float tensor `[rows, d]` of non-negative weights (need not
-            sum to one); converted to float64.
+            sum to one), or of magnitudes whose absolute values are used.
         total_count: trials `n` per row, shape `[rows]` or scalar.
         rate: zero-inflation rate `r` in [0, 1] per row, `[rows]` or scalar.
         seed: stateless seed, int tensor of shape `[2]`.
         chunk: Python int, trials drawn per loop iteration. Defaults to
             `chunk_size(max n, 1)` when `n` is a Python number, else 1024.
+        smoothing: `c >= 0` added to every `|w_i|`. Defaults to `0.0`.
 
     Returns:
-        int32 tensor `[rows, d]` of counts.
+        int32 tensor `[rows, d]` of counts. Rows whose weights sum to zero, or
+        hold a NaN or Inf, get zero counts.
     """
-    weights = tf.cast(weights, tf.float64)
+    weights = tf.convert_to_tensor(weights)
+    if not weights.dtype.is_floating:
+        weights = tf.cast(weights, tf.float64)
     rows = weights.shape[0]
     if chunk is None:
         static_n = tf.get_static_value(total_count)
-        chunk = 1024 if static_n is None else chunk_size(int(tf.reduce_max(static_n)), 1.0)
+        chunk = 1024 if static_n is None else chunk_size(int(np.max(static_n)), 1.0)
     total_count = tf.broadcast_to(tf.cast(total_count, tf.float64), [rows])
     rate = tf.broadcast_to(tf.cast(rate, tf.float64), [rows])
     seed = tf.cast(seed, tf.int32)
-    return _sample_counts(weights, total_count, rate, seed, int(chunk))
+    smoothing = tf.constant(float(smoothing), tf.float64)  # a tensor: no retrace per value
+    return _sample_counts(weights, smoothing, total_count, rate, seed, int(chunk))
 
 
 @tf.function(jit_compile=True)
@@ -188,16 +248,15 @@ def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk):
     Returns:
         List of moves, each shaped and typed like its gradient.
     """
-    flat = [tf.reshape(tf.cast(g, tf.float64), [-1]) for g in gradients]
+    dtype = tf.float64 if any(g.dtype == tf.float64 for g in gradients) else tf.float32
+    flat = [tf.reshape(tf.cast(g, dtype), [-1]) for g in gradients]
     sizes = [f.shape[0] for f in flat]
     flat = tf.concat(flat, axis=0)
-    finite = tf.reduce_all(tf.math.is_finite(flat))
-    flat = tf.where(finite, flat, 0.0)
-    rate = tf.where(finite, tf.clip_by_value(tf.cast(rate, tf.float64), 0.0, 1.0), 0.0)
+    rate = tf.clip_by_value(tf.cast(rate, tf.float64), 0.0, 1.0)
     trials = sum(sizes) if trials is None else trials
-    weights = tf.abs(flat) + smoothing
-    counts = _sample_counts(weights[None], tf.cast([trials], tf.float64), rate[None], seed, chunk)[0]
-    moves = tf.cast(counts, tf.float64) * tf.sign(flat) * unit
+    counts = _sample_counts(flat[None], smoothing, tf.cast([trials], tf.float64), rate[None], seed, chunk)
+    # Where no trial landed the move is 0, even where g is NaN (sign(NaN) * 0 is NaN).
+    moves = tf.where(counts[0] > 0, tf.cast(counts[0], dtype) * tf.sign(flat) * unit, 0.0)
     return [
         tf.reshape(tf.cast(m, g.dtype), g.shape)
         for m, g in zip(tf.split(moves, sizes), gradients)

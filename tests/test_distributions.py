@@ -161,11 +161,6 @@ def test_sample_is_deterministic_given_the_seed():
     assert np.any(first != dist.sample(12, seed=[7, 9]).numpy())
 
 
-@pytest.mark.xfail(
-    reason="_sample_n reads the event size with tf.get_static_value(tf.shape(probs)[-1:]),"
-    " which is None in a tf.function: TypeError 'NoneType' object is not subscriptable",
-    strict=True,
-)
 def test_sample_in_a_tf_function_matches_eager():
     dist = ZeroInflatedMultinomial(4.0, 0.5, Q3)
     in_graph = tf.function(lambda: dist.sample(12, seed=[7, 8]))()
@@ -206,11 +201,6 @@ def test_log_prob_broadcasts_over_a_batch():
     np.testing.assert_allclose(dist.prob(np.stack([x] * 4)).numpy(), expected, rtol=1e-5)
 
 
-@pytest.mark.xfail(
-    reason="_log_prob concatenates n - sum(x), shaped like the batch, with x unbroadcast:"
-    " ConcatOp 'Ranks of all input tensors should match' (TFP's Multinomial broadcasts)",
-    strict=True,
-)
 def test_log_prob_broadcasts_one_outcome_against_a_batch_of_total_counts():
     n, r = np.array([4.0, 3.0]), 0.6
     x = np.array([1.0, 0.0, 2.0])

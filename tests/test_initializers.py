@@ -127,11 +127,6 @@ def test_serialize_deserialize_and_get_with_the_registered_name():
         assert clone.get_config() == init.get_config()
 
 
-@pytest.mark.xfail(
-    reason="Discrete.from_config indexes config['base'], but keras.initializers.get(name)"
-    " calls from_config({}): KeyError 'base'",
-    strict=True,
-)
 def test_get_by_name_alone():
     assert isinstance(keras.initializers.get("keras_zim>Discrete"), Discrete)
 
