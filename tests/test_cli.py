@@ -40,8 +40,9 @@ def test_reproduce_end_to_end_offline(tmp_path, capsys):
         assert run["iterations"] == 2
         assert run["final_test_accuracy"] == points[-1]["test_accuracy"]
         assert run["final_test_loss"] == points[-1]["test_loss"]
-        assert all(0 <= p["test_accuracy"] <= 1 and 100 * p["test_accuracy"] % 1 == pytest.approx(0)
-                   for p in points)  # 100 test images: accuracies are whole percents
+        # 100 test images: accuracies are whole percents.
+        assert all(0 <= p["test_accuracy"] <= 1 and 100 * p["test_accuracy"] == pytest.approx(
+            round(100 * p["test_accuracy"])) for p in points)
         zim = run["optimizer"] == "zim"
         assert run["integral_at_start"] == run["integral_at_end"] == zim
         assert (run["max_abs_weight"] == int(run["max_abs_weight"])) == zim
