@@ -52,6 +52,7 @@ __all__ = [
 
 _FANOUT = 16
 MAX_CHUNK = 1 << 16
+SEARCH_CHUNK = 256
 
 
 def chunk_size(total_count, rate):
@@ -137,7 +138,7 @@ class _SumTree:
         return tf.where(target >= self.total[:, None], self.size, tf.minimum(node, self.size - 1))
 
 
-def _passing_trials(total_count, rate, seed, chunk):
+def _passing_trials(total_count, rate, seed, stream, chunk):
     """N ~ Binomial(n, r) per row, by counting Geometric(r) gaps up to n."""
     rows = total_count.shape[0]
     log_fail = tf.math.log1p(-rate)[:, None]
@@ -146,7 +147,7 @@ def _passing_trials(total_count, rate, seed, chunk):
         return tf.reduce_any(position <= total_count)
 
     def draw(step, position, count):
-        v = 1.0 - _uniform([rows, chunk], seed, 0, step)
+        v = 1.0 - _uniform([rows, chunk], seed, stream, step)
         gaps = 1.0 + tf.math.floor(tf.math.log(v) / log_fail)
         gaps = tf.where(rate[:, None] > 0.0, gaps, math.inf)
         tree = _SumTree(gaps, lambda raw, valid: tf.where(valid, raw, 0.0))
@@ -158,41 +159,60 @@ def _passing_trials(total_count, rate, seed, chunk):
     return tf.while_loop(more, draw, start)[2]
 
 
-def _place_trials(magnitudes, smoothing, passing, seed, chunk):
-    """Counts of `passing` trials per row, each landing on i w.p. q_i.
+def _scatter_trials(counts, trials, chunk, draw_index):
+    """Adds `trials[row]` trials per row to flat `counts`, `chunk` at a time.
 
-    `q_i` is proportional to `|m_i| + c`, formed in float64 where it is used
-    (the tree's block sums, and the 16 leaves of a chosen block), so no
-    float64 copy of the whole input is kept.
+    `draw_index(step)` gives `[rows, chunk]` leaf indices for loop step `step`.
     """
-    rows, size = magnitudes.shape
-
-    def weight(raw, valid):
-        return tf.where(valid, tf.abs(tf.cast(raw, tf.float64)) + smoothing, 0.0)
-
-    tree = _SumTree(magnitudes, weight)
-    total = tree.total
-    passing = tf.where((total > 0.0) & tf.math.is_finite(total), passing, 0)
+    rows = trials.shape[0]
+    size = counts.shape[0] // rows
     row_start = tf.range(rows)[:, None] * size
 
     def more(step, counts):
-        return tf.reduce_any(step * chunk < passing)
+        return tf.reduce_any(step * chunk < trials)
 
     def place(step, counts):
-        u = _uniform([rows, chunk], seed, 1, step) * total[:, None]
-        index = tf.minimum(tree.count_at_most(u), size - 1)
-        live = step * chunk + tf.range(chunk)[None, :] < passing[:, None]
-        flat_index = tf.reshape(row_start + index, [-1, 1])
+        live = step * chunk + tf.range(chunk)[None, :] < trials[:, None]
+        flat_index = tf.reshape(row_start + draw_index(step), [-1, 1])
         return step + 1, tf.tensor_scatter_nd_add(counts, flat_index, tf.cast(tf.reshape(live, [-1]), tf.int32))
 
-    start = (tf.constant(0), tf.zeros([rows * size], tf.int32))
-    return tf.reshape(tf.while_loop(more, place, start)[1], [rows, size])
+    return tf.while_loop(more, place, (tf.constant(0), counts))[1]
 
 
 @tf.function(jit_compile=True)
 def _sample_counts(magnitudes, smoothing, total_count, rate, seed, chunk):
-    passing = _passing_trials(total_count, rate, seed, chunk)
-    return _place_trials(magnitudes, smoothing, passing, seed, chunk)
+    """Counts for `q_i = (|m_i| + c) / (||m||_1 + c d)` per row; see the module doc.
+
+    `q` is the mixture `s / d + (1 - s) |m_i| / ||m||_1` with uniform share
+    `s = c d / (||m||_1 + c d)`, so each trial is a no-op (1 - r), a uniform
+    trial (r s: one random index, no search) or a searched trial (r (1 - s):
+    the inverse CDF of |m| on the sum tree). With the default smoothing and
+    gradients well below 1 in magnitude nearly every trial is uniform.
+    """
+    rows, size = magnitudes.shape
+    tree = _SumTree(magnitudes, lambda raw, valid: tf.where(valid, tf.abs(tf.cast(raw, tf.float64)), 0.0))
+    mass, spread = tree.total, smoothing * size
+    # A NaN or Inf makes the mass non-finite; a zero total has no direction.
+    usable = tf.math.is_finite(mass) & (mass + spread > 0.0)
+    share = tf.where(usable, spread / (mass + spread), 0.0)
+    search_rate = tf.where(usable, rate * (1.0 - share), 0.0)
+    searched = _passing_trials(total_count, search_rate, seed, 0, min(chunk, SEARCH_CHUNK))
+    rest = 1.0 - search_rate  # (no-op, uniform, searched) ~ Multinomial: thin the rest
+    uniform_rate = tf.where(usable & (rest > 0.0), tf.clip_by_value(rate * share / rest, 0.0, 1.0), 0.0)
+    uniform = _passing_trials(total_count - tf.cast(searched, tf.float64), uniform_rate, seed, 1, chunk)
+
+    def uniform_index(step):
+        key = tf.random.experimental.stateless_fold_in(tf.random.experimental.stateless_fold_in(seed, 2), step)
+        return tf.random.stateless_uniform([rows, chunk], key, 0, size, tf.int32, alg="philox")
+
+    def searched_index(step):
+        u = _uniform([rows, min(chunk, SEARCH_CHUNK)], seed, 3, step) * mass[:, None]
+        return tf.minimum(tree.count_at_most(u), size - 1)
+
+    counts = tf.zeros([rows * size], tf.int32)
+    counts = _scatter_trials(counts, uniform, chunk, uniform_index)
+    counts = _scatter_trials(counts, searched, min(chunk, SEARCH_CHUNK), searched_index)
+    return tf.reshape(counts, [rows, size])
 
 
 def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0):

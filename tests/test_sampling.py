@@ -243,13 +243,21 @@ def test_rows_with_nan_or_inf_get_zero_counts():
     np.testing.assert_array_equal(counts[~bad].sum(axis=1), 4)
 
 
-def test_smoothing_and_signs_act_on_magnitudes():
-    # q is proportional to |w| + c: the same draw as weights |w| + c given directly.
+@pytest.mark.parametrize("chunk", [None, 1])
+@pytest.mark.parametrize("smoothing", [0.5, 100.0])
+def test_smoothing_and_signs_act_on_magnitudes(chunk, smoothing):
+    # q is proportional to |w| + c. With c > 0 the sampler splits trials into
+    # uniform ones (share c d / (||w||_1 + c d)) and searched ones, so this is
+    # the joint goodness of fit of that path, signs flipped or not; c = 100
+    # makes nearly every trial uniform, c = 0.5 mixes both kinds.
     signed = np.tile([-0.2, 0.0, 0.5], (ROWS, 1))
-    expected = draw(np.abs(signed) + 0.5, 4, 0.6, [12, 13], chunk=4)
-    np.testing.assert_array_equal(draw(signed, 4, 0.6, [12, 13], chunk=4, smoothing=0.5), expected)
-    np.testing.assert_array_equal(draw(-signed, 4, 0.6, [12, 13], chunk=4, smoothing=0.5), expected)
-    assert expected[:, 1].any()  # the zero entry is drawn through the smoothing
+    probs = zim_pmf(outcomes(4, 3), 4, 0.6, np.abs(signed[0]) + smoothing)
+    for sign, seed in ((1.0, 12), (-1.0, 13)):
+        counts = draw(sign * signed, 4, 0.6, [seed, chunk or 0], chunk, smoothing=smoothing)
+        observed, drawn = joint_counts(counts, 4)
+        assert drawn == ROWS
+        assert chisquare_pvalue(observed, probs) > P_MIN
+        assert counts[:, 1].any()  # the zero entry is drawn through the smoothing
 
 
 def test_same_seed_same_counts_other_seed_other_counts():
@@ -376,7 +384,7 @@ def test_grid_moves_are_unit_times_counts_times_sign():
         out = moves(grads, 0.7, [seed, 3], **MOVE_ARGS)
         assert [m.shape for m in out] == [(3, 4), (5,)]
         assert [m.dtype for m in out] == [np.float32, np.float64]
-        counts = draw((np.abs(g) + 0.5)[None], 40, 0.7, [seed, 3], chunk=8)[0]
+        counts = draw(g[None], 40, 0.7, [seed, 3], chunk=8, smoothing=0.5)[0]
         np.testing.assert_array_equal(flat(out), counts * np.sign(g))
         zero_hits += counts[g == 0].sum()
     # sign(0) = 0: the zero entries did receive trials (smoothing > 0), yet never moved.
