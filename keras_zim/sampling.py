@@ -125,14 +125,12 @@ class _SumTree:
             children = tf.gather(flat, rows * level.shape[1] + node)
             if depth == 0:
                 children = self._weights(children, node)
-            running = tf.zeros_like(remaining)
-            passed = tf.zeros_like(remaining)
-            chosen = tf.zeros_like(node)
-            for k in range(_FANOUT):  # one fused scan over the 16 children
-                running += children[..., k]
-                at_most = running <= remaining
-                chosen += tf.cast(at_most, tf.int32)
-                passed = tf.where(at_most, running, passed)
+            ends = children  # inclusive prefix sums of the 16 children, in 4 shifted adds
+            for shift in (1, 2, 4, 8):
+                ends += tf.pad(ends[..., :-shift], [[0, 0], [0, 0], [shift, 0]])
+            at_most = ends <= remaining[..., None]
+            chosen = tf.reduce_sum(tf.cast(at_most, tf.int32), axis=-1)
+            passed = tf.reduce_max(tf.where(at_most, ends, 0.0), axis=-1)
             remaining -= passed
             node = node * _FANOUT + tf.minimum(chosen, _FANOUT - 1)
         return tf.where(target >= self.total[:, None], self.size, tf.minimum(node, self.size - 1))
@@ -179,7 +177,7 @@ def _scatter_trials(counts, trials, chunk, draw_index):
     return tf.while_loop(more, place, (tf.constant(0), counts))[1]
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def _sample_counts(magnitudes, smoothing, total_count, rate, seed, chunk):
     """Counts for `q_i = (|m_i| + c) / (||m||_1 + c d)` per row; see the module doc.
 
@@ -248,7 +246,7 @@ def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0):
     return _sample_counts(weights, smoothing, total_count, rate, seed, int(chunk))
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, autograph=False)
 def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk):
     """The ZIM move `unit * x * sign(g)` for gradients sampled as one scope.
 
