@@ -83,7 +83,13 @@ class Discrete(keras.initializers.Initializer):
         w0 = tf.reshape(tf.cast(w0, tf.float64), [1, size])
         trials = self.trials or max(1, round(size ** (1.0 / max(len(shape), 1))))
         counts = sampling.sample_counts(
-            w0, trials, 1.0, [seed, 1], sampling.chunk_size(trials, 1.0), smoothing=self.smoothing
+            w0,
+            trials,
+            1.0,
+            [seed, 1],
+            sampling.chunk_size(trials, 1.0),
+            smoothing=self.smoothing,
+            jit_compile=False,  # called once per weight: no XLA compile
         )
         values = tf.reshape(tf.cast(counts, tf.float64) * tf.sign(w0), shape) + 0.0
         return tf.cast(values, dtype or keras.config.floatx())

@@ -177,8 +177,7 @@ def _scatter_trials(counts, trials, chunk, draw_index):
     return tf.while_loop(more, place, (tf.constant(0), counts))[1]
 
 
-@tf.function(jit_compile=True, autograph=False)
-def _sample_counts(magnitudes, smoothing, total_count, rate, seed, chunk):
+def _counts(magnitudes, smoothing, total_count, rate, seed, chunk):
     """Counts for `q_i = (|m_i| + c) / (||m||_1 + c d)` per row; see the module doc.
 
     `q` is the mixture `s / d + (1 - s) |m_i| / ||m||_1` with uniform share
@@ -213,7 +212,12 @@ def _sample_counts(magnitudes, smoothing, total_count, rate, seed, chunk):
     return tf.reshape(counts, [rows, size])
 
 
-def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0):
+# The hot path compiles with XLA; one-off draws (initialisers) skip the
+# seconds that tracing and compiling a new shape cost and run op by op.
+_sample_counts = tf.function(_counts, jit_compile=True, autograph=False)
+
+
+def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0, jit_compile=True):
     """Draws `x ~ ZIMultinomial(n, r, q)` per row, exactly, `q ~ |w| + c`.
 
     Compiled with XLA; static shapes, memory O(rows * (d + chunk * 16)).
@@ -227,6 +231,9 @@ def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0):
         chunk: Python int, trials drawn per loop iteration. Defaults to
             `chunk_size(max n, 1)` when `n` is a Python number, else 1024.
         smoothing: `c >= 0` added to every `|w_i|`. Defaults to `0.0`.
+        jit_compile: compile with XLA (fast draws, a few seconds to compile
+            each new shape) or run op by op (no compile; for one-off draws).
+            Defaults to `True`.
 
     Returns:
         int32 tensor `[rows, d]` of counts. Rows whose weights sum to zero, or
@@ -243,7 +250,8 @@ def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0):
     rate = tf.broadcast_to(tf.cast(rate, tf.float64), [rows])
     seed = tf.cast(seed, tf.int32)
     smoothing = tf.constant(float(smoothing), tf.float64)  # a tensor: no retrace per value
-    return _sample_counts(weights, smoothing, total_count, rate, seed, int(chunk))
+    sampler = _sample_counts if jit_compile else _counts
+    return sampler(weights, smoothing, total_count, rate, seed, int(chunk))
 
 
 @tf.function(jit_compile=True, autograph=False)
