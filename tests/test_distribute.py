@@ -14,15 +14,12 @@ ends" is a test of ZIM, not of floating-point summation order.
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 
+import children
 import numpy as np
 import pytest
 
-TIMEOUT = 300  # seconds per child process
 SCOPES = ("global", "variable")
 WORKER_SCOPES = ("global",)  # the scope that gathers every gradient; each scope costs a compile per worker
 EPOCHS = 2
@@ -44,7 +41,9 @@ def _build(scope):
     # One layer, two variables: the global scope must still gather both
     # (each distinct gradient shape costs an XLA compile of the sampler, so
     # few shapes keep the test fast).
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, kernel_initializer=keras_zim.initializers.Discrete(seed=1))])
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    kernel = np.random.default_rng(1).integers(-2, 3, (8, 4)).astype("float32")
+    model.set_weights([kernel, np.zeros(4, "float32")])
     model.compile(optimizer=keras_zim.ZIM(learning_rate=0.5, scope=scope, seed=3), loss="mse")
     return model
 
@@ -146,63 +145,26 @@ def _worker_child(index, ports, out):
 # --- the parent side -----------------------------------------------------
 
 
-def _start(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CONFIG", None)
-    return subprocess.Popen(
-        [sys.executable, __file__, *map(str, args)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, killed as a whole
-    )
-
-
-def _finish(processes, timeout=TIMEOUT):
-    """Waits for all children; on timeout or failure kills every one of them."""
-    outputs = []
-    try:
-        for process in processes:
-            output, _ = process.communicate(timeout=timeout)
-            outputs.append(output.decode(errors="replace"))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @pytest.fixture(scope="module")
-def children(tmp_path_factory):
+def results(tmp_path_factory):
     """Runs the MirroredStrategy child and the two workers side by side."""
     directory = tmp_path_factory.mktemp("distribute")
-    ports = ",".join(map(str, _free_ports(2)))
+    ports = ",".join(map(str, children.free_ports(2)))
     outs = [directory / name for name in ("mirrored.json", "worker0.json", "worker1.json")]
-    _finish([_start("mirrored", outs[0])] + [_start("worker", i, ports, outs[i + 1]) for i in range(2)])
+    processes = [children.start(__file__, "mirrored", outs[0])]
+    processes += [children.start(__file__, "worker", i, ports, outs[i + 1]) for i in range(2)]
+    children.finish(processes)
     return [json.loads(out.read_text()) for out in outs]
 
 
 @pytest.fixture(scope="module")
-def mirrored(children):
-    return children[0]
+def mirrored(results):
+    return results[0]
 
 
 @pytest.fixture(scope="module")
-def workers(children):
-    return children[1:]
+def workers(results):
+    return results[1:]
 
 
 @pytest.mark.parametrize("scope", SCOPES)
