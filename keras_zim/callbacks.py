@@ -1,0 +1,177 @@
+"""ZIMMonitor: what the ZIM optimizer did each epoch, in History and TensorBoard."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_zim.export import signed_bits
+from keras_zim.optimizers import ZIM
+
+__all__ = ["ZIMMonitor"]
+
+
+def _zim_of(optimizer):
+    """The ZIM inside `optimizer` (itself, or a LossScaleOptimizer's inner one), or None."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    return inner if isinstance(inner, ZIM) else None
+
+
+class ZIMMonitor(keras.callbacks.Callback):
+    """Logs ZIM's diagnostics at the end of every epoch.
+
+    The values are added to the epoch's `logs`, so `History` records them and
+    a `keras.callbacks.TensorBoard` placed after this callback in the
+    `callbacks` list writes them (as `epoch_zim_...`). Everything is computed
+    from what Keras exposes (the weights before and after each step, the
+    optimizer's rate, trials and iterations), so the numbers are exact rather
+    than estimated:
+
+    - `zim_moved_fraction`: the fraction of trainable entries whose value at
+      the end of the epoch differs from its value at the start.
+    - `zim_moves_per_step` (with `per_step=True`): the mean over the epoch's
+      steps of `||w_after - w_before||_1 / unit`, the number of unit moves a
+      step made. It equals the step's number of non-zero trials except for
+      trials that landed on an entry whose gradient is exactly 0 (`sign(0) = 0`
+      makes them no-ops). With `steps_per_execution > 1` Keras reports batches
+      per execution, and moves of one entry in opposite directions within an
+      execution cancel: the value is then a lower bound.
+    - `zim_expected_trials`: the mean over the epoch's steps of `n * r`, the
+      expected number of non-zero trials per step (`n` = `trials`, or the
+      number of parameters; with `scope="variable"` summed over variables;
+      `r` the learning rate of that step, clipped to [0, 1]).
+    - `zim_max_abs`: the largest `|w| / unit` over trainable weights.
+    - `zim_int_bits`: the signed integer width that holds every trainable
+      weight in units (NaN if a weight is off the grid).
+    - `zim_integral`: 1.0 if every trainable weight is a finite multiple of
+      `unit`, else 0.0.
+    - `zim_grad_l1` (with `data`): `||g||_1` of the gradient of the compiled
+      loss (plus `model.losses`) on `data`, at the epoch's final weights, in
+      inference mode (no dropout, BatchNorm with its moving statistics) so
+      that measuring changes nothing.
+
+    Args:
+        data: an `(x, y)` or `(x, y, sample_weight)` batch for `zim_grad_l1`,
+            or None to skip it. Defaults to `None`.
+        per_step: compare weights around every step for `zim_moves_per_step`
+            (one copy of the trainable weights per step). Defaults to `True`.
+
+    Raises:
+        ValueError: for invalid arguments, or at the start of `fit` if the
+            model's optimizer is not `keras_zim.ZIM` (or a LossScaleOptimizer
+            around one).
+
+    Example:
+
+    >>> import keras, numpy as np, keras_zim
+    >>> from keras_zim.callbacks import ZIMMonitor
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, kernel_initializer="zeros")])
+    >>> model.compile(optimizer=keras_zim.ZIM(learning_rate=0.5, trials=8, seed=0), loss="mse")
+    >>> x, y = np.ones((8, 4)), np.ones((8, 2))
+    >>> history = model.fit(x, y, batch_size=4, verbose=0, callbacks=[ZIMMonitor(data=(x, y))])
+    >>> history.history["zim_expected_trials"], history.history["zim_integral"]
+    ([4.0], [1.0])
+    """
+
+    def __init__(self, data=None, per_step=True):
+        super().__init__()
+        if data is not None and not (isinstance(data, (tuple, list)) and len(data) in (2, 3)):
+            raise ValueError(
+                "Argument `data` must be None or an (x, y) or (x, y, sample_weight) "
+                f"tuple. Received: data of type {type(data).__name__}"
+            )
+        if not isinstance(per_step, bool):
+            raise ValueError(f"Argument `per_step` must be a bool. Received: per_step={per_step!r}")
+        self.data = None if data is None else tuple(data)
+        self.per_step = per_step
+
+    # --- reading the model ---------------------------------------------
+
+    def _weights(self):
+        return [np.asarray(keras.ops.convert_to_numpy(v), np.float64) for v in self.model.trainable_variables]
+
+    def _iterations(self):
+        return int(keras.ops.convert_to_numpy(self._zim.iterations))
+
+    def _trials(self):
+        sizes = [int(np.prod(v.shape)) for v in self.model.trainable_variables]
+        zim = self._zim
+        if zim.trials is None:
+            return sum(sizes)
+        return zim.trials * (len(sizes) if zim.scope == "variable" else 1)
+
+    def _rate(self):
+        rate = float(keras.ops.convert_to_numpy(self._zim.learning_rate))
+        return min(max(rate, 0.0), 1.0)
+
+    def _grad_l1(self):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(self.data)
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            y_pred = self.model(x, training=False)
+            loss = self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
+        gradients = tape.gradient(loss, variables)
+        return math.fsum(
+            float(tf.reduce_sum(tf.abs(tf.cast(tf.convert_to_tensor(g), tf.float64))))
+            for g in gradients
+            if g is not None
+        )
+
+    # --- the callback -----------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        self._zim = _zim_of(self.model.optimizer)
+        if self._zim is None:
+            raise ValueError(
+                "ZIMMonitor needs a model compiled with keras_zim.ZIM (or a "
+                "LossScaleOptimizer around one). Received: optimizer="
+                f"{type(self.model.optimizer).__name__}"
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = self._weights()
+        self._previous = self._start
+        self._start_step = self._iterations()
+        self._moves = 0.0
+        self._expected = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # The rate this step will use: the optimizer evaluates its schedule
+        # at the current `iterations`.
+        self._batch_step = self._iterations()
+        self._batch_rate = self._rate()
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = self._iterations() - self._batch_step
+        self._expected += steps * self._trials() * self._batch_rate
+        if self.per_step:
+            current = self._weights()
+            self._moves += math.fsum(float(np.abs(a - b).sum()) for a, b in zip(current, self._previous))
+            self._previous = current
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {} if logs is None else logs
+        unit = self._zim.unit
+        end = self._weights()
+        steps = self._iterations() - self._start_step
+        entries = sum(w.size for w in end)
+        moved = sum(int(np.count_nonzero(a != b)) for a, b in zip(end, self._start))
+        logs["zim_moved_fraction"] = moved / entries if entries else 0.0
+        if self.per_step:
+            logs["zim_moves_per_step"] = self._moves / unit / steps if steps else 0.0
+        logs["zim_expected_trials"] = self._expected / steps if steps else 0.0
+        units = [w / unit for w in end]
+        integral = all(np.all(np.isfinite(u)) and np.all(u == np.round(u)) for u in units)
+        logs["zim_max_abs"] = max((float(np.abs(u).max()) for u in units if u.size), default=0.0)
+        logs["zim_integral"] = 1.0 if integral else 0.0
+        if integral:
+            low = min((int(u.min()) for u in units if u.size), default=0)
+            high = max((int(u.max()) for u in units if u.size), default=0)
+            logs["zim_int_bits"] = float(signed_bits(low, high))
+        else:
+            logs["zim_int_bits"] = float("nan")
+        if self.data is not None:
+            logs["zim_grad_l1"] = self._grad_l1()
+        self._start = self._previous = None  # free the copies between epochs
+
