@@ -94,11 +94,10 @@ def test_expected_trials_follow_the_schedule_and_scope(scope, trials, n):
 
 def test_off_grid_weights_are_reported():
     x, y = _data()
-    model = _linear(keras_zim.ZIM(learning_rate=0.25, trials=12, unit=0.5, seed=0))
-    model.layers[0].bias.assign([0.25, 0.0, 0.0])  # off the half grid
+    model = _linear(keras_zim.ZIM(learning_rate=0.25, trials=12, seed=0))
+    model.layers[0].bias.assign([0.5, 0.0, 0.0])  # off the grid
     history = model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, callbacks=[ZIMMonitor()]).history
     assert history["zim_integral"] == [0.0] and math.isnan(history["zim_int_bits"][0])
-    # Moves are counted in units of 0.5.
     assert history["zim_moves_per_step"][0] > 0
 
 
