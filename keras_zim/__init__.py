@@ -2,7 +2,9 @@
 
 from importlib import metadata
 
+from keras_zim import callbacks
 from keras_zim import distributions
+from keras_zim import export
 from keras_zim import initializers
 from keras_zim import sampling
 from keras_zim.grid import is_integral
@@ -15,7 +17,9 @@ except metadata.PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "ZIM",
+    "callbacks",
     "distributions",
+    "export",
     "initializers",
     "is_integral",
     "sampling",
