@@ -46,6 +46,11 @@ class ZIMMonitor(keras.callbacks.Callback):
       weight in units (NaN if a weight is off the grid).
     - `zim_integral`: 1.0 if every trainable weight is a finite multiple of
       `unit`, else 0.0.
+    - `zim_replicas_agree` (only under a `tf.distribute` strategy with more
+      than one local replica): 1.0 if every local replica holds bit-identical
+      trainable weights, else 0.0. ZIM samples the same move on every replica
+      from the all-reduced gradient; this checks that nothing (e.g. a
+      non-deterministic kernel on some accelerator) broke that.
     - `zim_grad_l1` (with `data`): `||g||_1` of the gradient of the compiled
       loss (plus `model.losses`) on `data`, at the epoch's final weights, in
       inference mode (no dropout, BatchNorm with its moving statistics) so
@@ -104,6 +109,18 @@ class ZIMMonitor(keras.callbacks.Callback):
     def _rate(self):
         rate = float(keras.ops.convert_to_numpy(self._zim.learning_rate))
         return min(max(rate, 0.0), 1.0)
+
+    def _replicas_agree(self):
+        """Whether local replicas hold identical weights; None without replicas."""
+        strategy = self.model.distribute_strategy
+        if strategy.num_replicas_in_sync < 2:
+            return None
+        agree, compared = True, False
+        for variable in self.model.trainable_variables:
+            copies = [np.asarray(c) for c in strategy.experimental_local_results(variable.value)]
+            compared |= len(copies) > 1
+            agree &= all(np.array_equal(copies[0], c) for c in copies[1:])
+        return agree if compared else None
 
     def _grad_l1(self):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(self.data)
@@ -171,6 +188,9 @@ class ZIMMonitor(keras.callbacks.Callback):
             logs["zim_int_bits"] = float(signed_bits(low, high))
         else:
             logs["zim_int_bits"] = float("nan")
+        agree = self._replicas_agree()
+        if agree is not None:
+            logs["zim_replicas_agree"] = 1.0 if agree else 0.0
         if self.data is not None:
             logs["zim_grad_l1"] = self._grad_l1()
         self._start = self._previous = None  # free the copies between epochs

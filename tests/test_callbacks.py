@@ -73,6 +73,7 @@ def test_logged_values_match_a_hand_computation():
         assert history["zim_integral"][epoch] == 1.0
         expected = _mse_gradient_l1(x, y, *end)
         assert history["zim_grad_l1"][epoch] == pytest.approx(expected, rel=1e-5)  # float32 forward pass
+    assert "zim_replicas_agree" not in history  # no tf.distribute strategy
     # A mean of 4 steps' whole-unit moves: a positive multiple of 1/4.
     assert all(v > 0 and 4 * v == round(4 * v) for v in history["zim_moves_per_step"])
 

@@ -70,6 +70,7 @@ def _mirrored_child(out):
     (cpu,) = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras_zim
+    from keras_zim.callbacks import ZIMMonitor
 
     x, y = _data()
     results = {}
@@ -78,8 +79,13 @@ def _mirrored_child(out):
         with strategy.scope():
             two = _build(scope)
         two_steps, one_steps = [], []
-        two.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
-                callbacks=[_recorder(two, strategy, two_steps)])
+        history = two.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
+                          callbacks=[ZIMMonitor(), _recorder(two, strategy, two_steps)]).history
+        integral, iterations = keras_zim.is_integral(two), int(two.optimizer.iterations.numpy())
+        # Break replica 1 on purpose: the monitor must notice.
+        copy = strategy.experimental_local_results(two.layers[0].bias.value)[1]
+        copy.assign(copy + 1.0)
+        broken = two.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[ZIMMonitor()]).history
         one = _build(scope)  # no strategy: one device
         one.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0,
                 callbacks=[_recorder(one, None, one_steps)])
@@ -87,8 +93,11 @@ def _mirrored_child(out):
             "replicas": strategy.num_replicas_in_sync,
             "two": two_steps,
             "one": one_steps,
-            "integral": keras_zim.is_integral(two),
-            "iterations": int(two.optimizer.iterations.numpy()),
+            "integral": integral,
+            "monitor_agree": history["zim_replicas_agree"],
+            "monitor_broken": broken["zim_replicas_agree"],
+            "monitor_integral": history["zim_integral"],
+            "iterations": iterations,
         }
     with open(out, "w") as stream:
         json.dump(results, stream)
@@ -174,6 +183,9 @@ def test_mirrored_replicas_stay_identical_after_every_step(mirrored, scope):
     assert len(result["two"]) == EPOCHS * 64 // BATCH == result["iterations"]
     assert all(step["replicas_agree"] for step in result["two"])
     assert result["integral"]
+    # ZIMMonitor sees the same under the strategy.
+    assert result["monitor_agree"] == result["monitor_integral"] == [1.0] * EPOCHS
+    assert result["monitor_broken"] == [0.0]
 
 
 @pytest.mark.parametrize("scope", SCOPES)
