@@ -70,11 +70,17 @@ def signed_bits(low, high):
     Returns:
         An int >= 1: `b` such that `-2**(b-1) <= low` and `high <= 2**(b-1) - 1`.
 
+    Raises:
+        ValueError: if `low` or `high` is not an integer, or `low > high`.
+
     Example:
 
     >>> signed_bits(-128, 127), signed_bits(0, 128), signed_bits(0, 0)
     (8, 9, 1)
     """
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"Argument `{name}` must be an integer. Received: {name}={value!r}")
     low, high = int(low), int(high)
     if low > high:
         raise ValueError(f"Arguments must satisfy low <= high. Received: low={low}, high={high}")

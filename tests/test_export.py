@@ -104,9 +104,13 @@ def test_signed_bits(low, high, bits):
     assert export.signed_bits(low, high) == bits
 
 
-def test_signed_bits_refuses_an_empty_range():
+def test_signed_bits_refuses_an_empty_range_and_non_integers():
     with pytest.raises(ValueError, match="low <= high"):
         export.signed_bits(1, 0)
+    assert export.signed_bits(np.int8(-3), np.int64(3)) == 3
+    for low, high in [(0.5, 1), (0, "1"), (True, 1)]:
+        with pytest.raises(ValueError, match="must be an integer"):
+            export.signed_bits(low, high)
 
 
 def _hand_model():
