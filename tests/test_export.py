@@ -1,5 +1,6 @@
 """keras_zim.export: exact SavedModels and integer weight files."""
 
+import json
 import os
 
 import keras
@@ -63,7 +64,10 @@ def test_saved_model_serves_exactly_what_predict_returns(trained, tmp_path):
     for variable in trained.trainable_weights:
         np.testing.assert_array_equal(served[variable.path], variable.numpy())
         assert keras_zim.is_integral([served[variable.path]])
-    assert "serving_default" in loaded.signatures
+    # TF Serving calls the `serving_default` signature, by input name.
+    signature = loaded.signatures["serving_default"]
+    (name,) = signature.structured_input_signature[1]
+    np.testing.assert_array_equal(signature(**{name: tf.constant(x)})["output_0"].numpy(), loaded.serve(x).numpy())
 
 
 def test_plain_model_export_is_exact_too(trained, tmp_path):
@@ -78,6 +82,25 @@ def test_a_failed_export_leaves_nothing_behind(trained, tmp_path):
     with pytest.raises(Exception):
         export.export_saved_model(trained, tmp_path / "zim", sample=wrong)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_crash_inside_model_export_leaves_nothing(trained, tmp_path, monkeypatch):
+    original = trained.export
+
+    def crash(path, **kwargs):
+        original(path, **kwargs)  # a complete SavedModel is on disk...
+        raise OSError("disk full")  # ...and then something fails
+
+    monkeypatch.setattr(trained, "export", crash)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_saved_model(trained, tmp_path / "zim")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("path", [None, 3, ""])
+def test_export_refuses_a_path_that_is_not_one(trained, path):
+    with pytest.raises(ValueError, match="Argument `path` must be a directory path"):
+        export.export_saved_model(trained, path)
 
 
 def test_export_refuses_off_grid_weights_and_existing_paths(tmp_path):
@@ -235,6 +258,10 @@ def test_load_refuses_bad_files_and_mismatched_models_leaving_the_model_unchange
     np.savez(tmp_path / "other.npz", a=np.zeros(2))
     with pytest.raises(ValueError, match="not a keras_zim integer weights file"):
         export.load_integer_weights(model, tmp_path / "other.npz")
+    future = {"format": export.FORMAT, "version": 99, "unit": 1.0, "weights": []}
+    np.savez(tmp_path / "future.npz", __meta__=np.array(json.dumps(future)))
+    with pytest.raises(ValueError, match="format version 99"):
+        export.load_integer_weights(model, tmp_path / "future.npz")
     export.save_integer_weights(_model(), tmp_path / "w.npz")
     with pytest.raises(ValueError, match="holds 4 weights but the model has 8"):
         export.load_integer_weights(model, tmp_path / "w.npz")
