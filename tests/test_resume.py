@@ -123,24 +123,27 @@ def runs(tmp_path_factory):
     """An uninterrupted run, a run killed mid-epoch, its restart, and a resume from its .keras checkpoint."""
     reference, killed, resumed = (str(tmp_path_factory.mktemp(name)) for name in ("reference", "killed", "resumed"))
     script = os.path.abspath(__file__)
-    first = [children.start(script, "train", reference), children.start(script, "train", killed, *KILL_AT)]
+    reference_run = children.start(script, "train", reference)
+    killed_run = children.start(script, "train", killed, *KILL_AT)
+    processes = [reference_run, killed_run]
     try:
-        children.wait_for(os.path.join(killed, "inside-epoch"), first[1])
-        os.killpg(first[1].pid, signal.SIGKILL)
-        assert first[1].wait(timeout=60) == -signal.SIGKILL
-        children.finish(first[:1])
+        children.wait_for(os.path.join(killed, "inside-epoch"), killed_run)
+        os.killpg(killed_run.pid, signal.SIGKILL)
+        assert killed_run.wait(timeout=60) == -signal.SIGKILL
+        state = {
+            "killed_epochs": _epochs(killed),
+            "killed_at_iteration": int(open(os.path.join(killed, "inside-epoch")).read()),
+            "killed_files": sorted(os.listdir(killed)),
+        }
+        # The restart (BackupAndRestore), then, in the same process, a resume
+        # from the killed run's last .keras checkpoint; the reference may
+        # still be running.
+        checkpoint = os.path.join(killed, f"epoch{KILL_AT[0]}.keras")
+        processes.append(children.start(script, "restart", killed, resumed, checkpoint, KILL_AT[0]))
+        children.finish([reference_run, processes[-1]])
     finally:
-        for process in first:
+        for process in processes:
             children.kill(process)
-    state = {
-        "killed_epochs": _epochs(killed),
-        "killed_at_iteration": int(open(os.path.join(killed, "inside-epoch")).read()),
-        "killed_files": sorted(os.listdir(killed)),
-    }
-    # The restart (BackupAndRestore), then, in the same process, a resume
-    # from the killed run's last .keras checkpoint.
-    checkpoint = os.path.join(killed, f"epoch{KILL_AT[0]}.keras")
-    children.finish([children.start(script, "restart", killed, resumed, checkpoint, KILL_AT[0])])
     return state, _final(reference), _final(killed), _final(resumed), _epochs(killed)
 
 
