@@ -59,7 +59,7 @@ def summarize(results):
             "max_abs_weight": max_abs,
             "min_weight": low,
             "max_weight": high,
-            "integer_bits": signed_bits(low, high) if integral else None,
+            "integer_bits": signed_bits(int(low), int(high)) if integral else None,
         }
     sgd = summary.get("sgd")
     for entry in summary.values():
