@@ -64,14 +64,14 @@ def signed_bits(low, high):
     """Signed two's-complement bits needed to hold every integer in [low, high].
 
     Args:
-        low: int, the smallest value.
-        high: int, the largest value.
+        low: the smallest value, a whole number (int, or a float such as -37.0).
+        high: the largest value, a whole number.
 
     Returns:
         An int >= 1: `b` such that `-2**(b-1) <= low` and `high <= 2**(b-1) - 1`.
 
     Raises:
-        ValueError: if `low` or `high` is not an integer, or `low > high`.
+        ValueError: if `low` or `high` is not a whole number, or `low > high`.
 
     Example:
 
@@ -79,8 +79,11 @@ def signed_bits(low, high):
     (8, 9, 1)
     """
     for name, value in (("low", low), ("high", high)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise ValueError(f"Argument `{name}` must be an integer. Received: {name}={value!r}")
+        whole = isinstance(value, numbers.Integral) or (
+            isinstance(value, numbers.Real) and math.isfinite(value) and value == int(value)
+        )
+        if isinstance(value, bool) or not whole:
+            raise ValueError(f"Argument `{name}` must be a whole number. Received: {name}={value!r}")
     low, high = int(low), int(high)
     if low > high:
         raise ValueError(f"Arguments must satisfy low <= high. Received: low={low}, high={high}")

@@ -131,8 +131,9 @@ def test_signed_bits_refuses_an_empty_range_and_non_integers():
     with pytest.raises(ValueError, match="low <= high"):
         export.signed_bits(1, 0)
     assert export.signed_bits(np.int8(-3), np.int64(3)) == 3
-    for low, high in [(0.5, 1), (0, "1"), (True, 1)]:
-        with pytest.raises(ValueError, match="must be an integer"):
+    assert export.signed_bits(-37.0, np.float32(20.0)) == 7  # whole-valued floats are fine
+    for low, high in [(0.5, 1), (0, "1"), (True, 1), (float("-inf"), 0), (0, float("nan"))]:
+        with pytest.raises(ValueError, match="must be a whole number"):
             export.signed_bits(low, high)
 
 
