@@ -3,6 +3,7 @@
 import math
 import numbers
 import random
+import weakref
 
 import keras
 import numpy as np
@@ -24,6 +25,54 @@ def _exact_limit(dtype, unit):
     """Largest |w| whose neighbours on the grid are exact in `dtype`."""
     digits = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}[dtype]
     return unit * 2.0**digits
+
+
+def _nd_index(flat_index, shape):
+    """Row-major flat indices `[k]` as `[k, rank]` indices into `shape`."""
+    strides = np.cumprod([1] + list(shape)[:0:-1])[::-1]
+    columns = [flat_index // int(stride) % int(dim) for stride, dim in zip(strides, shape)]
+    return tf.stack(columns, axis=1) if columns else tf.zeros([flat_index.shape[0], 0], tf.int32)
+
+
+def _move_in_place(gradients, variables, rate, seed, trials, smoothing, unit, chunk):
+    """`w <- clip(w - unit * x * sign(g))` for all `variables`, as one scope.
+
+    Draws `x` as `keras_zim.sampling.grid_moves` does (same seed, same
+    draw) but writes each trial straight into its variable: O(trials) writes,
+    no O(d) move tensor. Every entry a trial reaches is clipped to the
+    largest magnitude the dtype holds exactly on the grid.
+    """
+    flat, sizes = sampling.flat_gradients(gradients)
+    starts = np.cumsum([0] + sizes[:-1])
+
+    def place(index, live, state):
+        direction = tf.sign(tf.gather(flat, index)) * unit
+        for variable, start, size in zip(variables, starts, sizes):
+            local = index - int(start)
+            mine = live & (local >= 0) & (local < size)
+            where = _nd_index(tf.where(mine, local, 0), variable.shape)
+            step = tf.where(mine, tf.cast(direction, variable.dtype), tf.zeros([], variable.dtype))
+            variable.scatter_nd_sub(where, step)
+            limit = _exact_limit(variable.dtype.name, unit)
+            variable.scatter_nd_update(where, tf.clip_by_value(tf.gather_nd(variable.read_value(), where), -limit, limit))
+        return state
+
+    sampling.draw_moves(flat, rate, seed, trials, smoothing, chunk, place, tf.constant(0))
+
+
+# Eager steps share one compiled mover. Inside a traced step each optimizer
+# gets its own: a nested function shared across optimizers can be reused by a
+# later trace while still referring to an earlier model's (deleted) variables.
+_eager_mover = tf.function(_move_in_place, jit_compile=True, autograph=False)
+_traced_movers = weakref.WeakKeyDictionary()
+
+
+def _mover(optimizer):
+    if not tf.inside_function():
+        return _eager_mover
+    if optimizer not in _traced_movers:
+        _traced_movers[optimizer] = tf.function(_move_in_place, jit_compile=True, autograph=False)
+    return _traced_movers[optimizer]
 
 
 @keras.saving.register_keras_serializable(package="keras_zim")
@@ -219,12 +268,10 @@ class ZIM(keras.optimizers.Optimizer):
             tf.constant([self.seed, stream], tf.int32), tf.cast(self.iterations, tf.int32)
         )
         chunk = self._chunks[max(stream, 0)]
-        moves = sampling.grid_moves(
-            gradients, tf.convert_to_tensor(learning_rate), seed, self.trials, self.smoothing, self.unit, chunk
+        variables = [v.value if isinstance(v, keras.Variable) else v for v in variables]
+        _mover(self)(
+            list(gradients), variables, tf.convert_to_tensor(learning_rate), seed, self.trials, self.smoothing, self.unit, chunk
         )
-        for variable, move in zip(variables, moves):
-            limit = _exact_limit(tf.as_dtype(variable.dtype).name, self.unit)
-            self.assign(variable, tf.clip_by_value(variable - move, -limit, limit))
 
     def finalize_variable_values(self, var_list):
         """With `use_ema`, writes the averages snapped to the nearest grid point."""

@@ -1,8 +1,11 @@
 """The exact zero-inflated multinomial sampler: pure tensor functions.
 
-Everything in keras_zim that draws counts (the optimizer, the distribution and
-the initialiser) calls `sample_counts`; the optimizer turns counts into a grid
-move with `grid_moves`. Data flows one way: gradient -> weights -> counts -> move.
+Everything in keras_zim that draws (the optimizer, the distribution and the
+initialiser) goes through `draw_trials`: it draws only the passing trials and
+hands them, a chunk of category indices at a time, to a `place` function.
+`sample_counts` and `grid_moves` add them up into dense counts and moves; the
+optimizer writes each one straight into its variable. Data flows one way:
+gradient -> weights -> trials -> counts or moves.
 
 #### Mathematical details
 
@@ -27,10 +30,11 @@ It is drawn exactly, in two stages that compose to that law:
    time, so memory is O(chunk * 16 + d), never O(n d).
 
 Both stages are one search: "how many leading entries have an inclusive
-prefix sum <= t", answered by `_count_prefix_at_most` on a `_SumTree`. The
-tree keeps only block sums, never a prefix-sum array: XLA lowers `tf.cumsum`
-to a reduce-window that is far slower than this on CPU, and each tree level
-is one gather and one fused 16-step scan per trial.
+prefix sum <= t", answered by `_SumTree.count_at_most`. The tree keeps only
+block sums, never a prefix-sum array: XLA lowers `tf.cumsum` to a
+reduce-window that is far slower than this on CPU. Each level costs one
+gather of 16 children and 16 elementwise steps per trial; why the levels are
+walked in a loop is in `count_at_most` (docs/sampler.md has the numbers).
 
 Rows whose weights sum to zero have no direction and get zero counts, as do
 rows holding a NaN or Inf (their total is not finite: the optimizer's skipped
@@ -47,12 +51,15 @@ import tensorflow as tf
 __all__ = [
     "chunk_size",
     "sample_counts",
+    "draw_trials",
+    "draw_moves",
+    "flat_gradients",
     "grid_moves",
 ]
 
 _FANOUT = 16
 MAX_CHUNK = 1 << 16
-SEARCH_CHUNK = 256
+SEARCH_CHUNK = 1 << 12
 
 
 def chunk_size(total_count, rate):
@@ -84,32 +91,24 @@ class _SumTree:
     """A 16-ary tree of float64 sums over each row of `leaves`.
 
     `weight(raw)` turns leaf values into float64 weights, with
-    `weight(0) = 0` (the zero padding to a multiple of 16). Level 0 holds the
-    leaves; each level above holds the sums of 16 entries of the one below,
-    up to a single root per row.
+    `weight(0) = 0` (the zero padding to a multiple of 16). The leaves stay
+    as given, grouped `[rows, groups, 16]`; the levels above hold the sums
+    of 16 entries of the one below, up to a single root per row, and are
+    stacked top first in one `[nodes, 16]` table so that one loop walks them.
     """
 
     def __init__(self, leaves, weight):
         self.rows, self.size = leaves.shape
         self.weight = weight
-        self.levels = [self._grouped(leaves)]
-        sums = self._children_sum(weight(self.levels[0]))
+        self.leaves = self._grouped(leaves)
+        sums = tf.reduce_sum(weight(self.leaves), axis=-1)
+        upper = []
         while sums.shape[1] > 1:
-            self.levels.append(self._grouped(sums))
-            sums = self._children_sum(self.levels[-1])
+            upper.insert(0, self._grouped(sums))
+            sums = tf.reduce_sum(upper[0], axis=-1)
         self.total = sums[:, 0]
-
-    @staticmethod
-    def _children_sum(grouped):
-        """Sums over the last axis as 16 elementwise adds.
-
-        XLA on CPU runs a reduction fused with its producer (here the float64
-        cast and abs) as a scalar loop, 10x slower than this at d = 1e7.
-        """
-        total = grouped[..., 0]
-        for k in range(1, _FANOUT):
-            total += grouped[..., k]
-        return total
+        self.groups = [level.shape[1] for level in upper]
+        self.table = tf.concat([tf.reshape(level, [-1, _FANOUT]) for level in upper] + [tf.zeros([0, _FANOUT], tf.float64)], axis=0)
 
     @staticmethod
     def _grouped(values):
@@ -118,29 +117,56 @@ class _SumTree:
         padded = tf.pad(values, [[0, 0], [0, groups * _FANOUT - values.shape[1]]])
         return tf.reshape(padded, [values.shape[0], groups, _FANOUT])
 
+    @staticmethod
+    def _descend(children, remaining):
+        """The child `[M]` holding each target, and the sum of the children before it.
+
+        `children` is `[M, 16]`. Runs on the transposed children as 16
+        elementwise steps: XLA on CPU runs a reduction fused with its
+        producer as a scalar loop (about 25x slower here).
+        """
+        columns = tf.transpose(children)
+        end = tf.zeros_like(remaining)
+        chosen = tf.zeros(tf.shape(remaining), tf.int32)
+        passed = tf.zeros_like(remaining)
+        for k in range(_FANOUT):
+            end += columns[k]
+            at_most = end <= remaining
+            chosen += tf.cast(at_most, tf.int32)
+            passed = tf.where(at_most, end, passed)
+        return tf.minimum(chosen, _FANOUT - 1), passed
+
     def count_at_most(self, target):
         """Per `[rows, T]` target t: how many leading leaves have prefix sum <= t.
 
         Equals `size` when `t >= total`. Walks from the root to the leaves,
-        subtracting the sums of the children passed over at each level.
+        subtracting the sums of the children passed over at each level. The
+        levels are walked in a `tf.while_loop` on purpose: its carried node
+        and remainder are kept in memory, where straight-line code lets XLA
+        fuse each level's 16 steps into the next level's gather and redo them
+        for every one of the 16 children, level after level (4-7x slower
+        at d = 1e7).
         """
-        node = tf.zeros(tf.shape(target), tf.int32)
-        rows = tf.range(self.rows)[:, None]
-        remaining = target
-        for depth in reversed(range(len(self.levels))):
-            level = self.levels[depth]
-            flat = tf.reshape(level, [-1, _FANOUT])
-            children = tf.gather(flat, rows * level.shape[1] + node)
-            if depth == 0:
-                children = self.weight(children)
-            ends = children  # inclusive prefix sums of the 16 children, in 4 shifted adds
-            for shift in (1, 2, 4, 8):
-                ends += tf.pad(ends[..., :-shift], [[0, 0], [0, 0], [shift, 0]])
-            at_most = ends <= remaining[..., None]
-            chosen = tf.reduce_sum(tf.cast(at_most, tf.int32), axis=-1)
-            passed = tf.reduce_max(tf.where(at_most, ends, 0.0), axis=-1)
-            remaining -= passed
-            node = node * _FANOUT + tf.minimum(chosen, _FANOUT - 1)
+        shape = tf.shape(target)
+        row = tf.reshape(tf.range(self.rows)[:, None] + tf.zeros(shape, tf.int32), [-1])
+        start = tf.constant(np.cumsum([0] + self.groups[:-1]) * self.rows, tf.int32)  # each level's first row
+        groups = tf.constant(self.groups + [1], tf.int32)
+
+        def level(depth, node, remaining):
+            children = tf.gather(self.table, start[depth] + row * groups[depth] + node)
+            chosen, passed = self._descend(children, remaining)
+            return depth + 1, node * _FANOUT + chosen, remaining - passed
+
+        node = tf.zeros_like(row)
+        remaining = tf.reshape(target, [-1])
+        if self.groups:
+            _, node, remaining = tf.while_loop(
+                lambda depth, node, remaining: depth < len(self.groups), level, (tf.constant(0), node, remaining)
+            )
+        leaves = tf.reshape(self.leaves, [-1, _FANOUT])
+        children = self.weight(tf.gather(leaves, row * self.leaves.shape[1] + node))
+        chosen, _ = self._descend(children, remaining)
+        node = tf.reshape(node * _FANOUT + chosen, shape)
         return tf.where(target >= self.total[:, None], self.size, tf.minimum(node, self.size - 1))
 
 
@@ -165,34 +191,51 @@ def _passing_trials(total_count, rate, seed, stream, chunk):
     return tf.while_loop(more, draw, start)[2]
 
 
-def _scatter_trials(counts, trials, chunk, draw_index):
-    """Adds `trials[row]` trials per row to flat `counts`, `chunk` at a time.
+def _each_chunk(trials, chunk, draw_index, place, state):
+    """Hands `trials[row]` trials per row to `place`, `chunk` at a time.
 
-    `draw_index(step)` gives `[rows, chunk]` leaf indices for loop step `step`.
+    `draw_index(step)` gives `[rows, chunk]` leaf indices for loop step
+    `step`; `place(index, live, state)` returns the new state, where `live`
+    marks the indices that are real trials (the rest of the last chunk is not).
     """
-    rows = trials.shape[0]
-    size = counts.shape[0] // rows
-    row_start = tf.range(rows)[:, None] * size
 
-    def more(step, counts):
+    def more(step, state):
         return tf.reduce_any(step * chunk < trials)
 
-    def place(step, counts):
+    def body(step, state):
         live = step * chunk + tf.range(chunk)[None, :] < trials[:, None]
-        flat_index = tf.reshape(row_start + draw_index(step), [-1, 1])
-        return step + 1, tf.tensor_scatter_nd_add(counts, flat_index, tf.cast(tf.reshape(live, [-1]), tf.int32))
+        return step + 1, place(draw_index(step), live, state)
 
-    return tf.while_loop(more, place, (tf.constant(0), counts))[1]
+    return tf.while_loop(more, body, (tf.constant(0), state))[1]
 
 
-def _counts(magnitudes, smoothing, total_count, rate, seed, chunk):
-    """Counts for `q_i = (|m_i| + c) / (||m||_1 + c d)` per row; see the module doc.
+def draw_trials(magnitudes, smoothing, total_count, rate, seed, chunk, place, state):
+    """Draws the passing trials of `ZIMultinomial(n, r, q)`, `q ~ |m| + c`, per row.
 
     `q` is the mixture `s / d + (1 - s) |m_i| / ||m||_1` with uniform share
     `s = c d / (||m||_1 + c d)`, so each trial is a no-op (1 - r), a uniform
     trial (r s: one random index, no search) or a searched trial (r (1 - s):
     the inverse CDF of |m| on the sum tree). With the default smoothing and
-    gradients well below 1 in magnitude nearly every trial is uniform.
+    gradients well below 1 in magnitude nearly every trial is uniform. Only
+    the passing trials are drawn: O(d) to build the tree, then O(log d) per
+    trial, never O(n).
+
+    Args:
+        magnitudes: float `[rows, d]`; their absolute values are used.
+        smoothing: float64 scalar `c >= 0`.
+        total_count: float64 `[rows]`, trials `n`.
+        rate: float64 `[rows]`, `r` in [0, 1].
+        seed: stateless seed, int32 `[2]`.
+        chunk: Python int, trials drawn per loop step.
+        place: `place(index, live, state) -> state`, called with int32
+            `[rows, chunk]` category indices in `[0, d)` and a bool mask of
+            the same shape marking real trials; each live index is one
+            trial landing on that category.
+        state: the initial state (any nest of tensors).
+
+    Returns:
+        The final state. Rows whose magnitudes sum to zero, or hold a NaN or
+        Inf, get no trials.
     """
     rows, size = magnitudes.shape
     tree = _SumTree(magnitudes, lambda raw: tf.abs(tf.cast(raw, tf.float64)))
@@ -201,7 +244,8 @@ def _counts(magnitudes, smoothing, total_count, rate, seed, chunk):
     usable = tf.math.is_finite(mass) & (mass + spread > 0.0)
     share = tf.where(usable, spread / (mass + spread), 0.0)
     search_rate = tf.where(usable, rate * (1.0 - share), 0.0)
-    searched = _passing_trials(total_count, search_rate, seed, 0, min(chunk, SEARCH_CHUNK))
+    search_chunk = min(chunk, SEARCH_CHUNK)  # searched trials are about half of all, or fewer
+    searched = _passing_trials(total_count, search_rate, seed, 0, search_chunk)
     rest = 1.0 - search_rate  # (no-op, uniform, searched) ~ Multinomial: thin the rest
     uniform_rate = tf.where(usable & (rest > 0.0), tf.clip_by_value(rate * share / rest, 0.0, 1.0), 0.0)
     uniform = _passing_trials(total_count - tf.cast(searched, tf.float64), uniform_rate, seed, 1, chunk)
@@ -211,12 +255,24 @@ def _counts(magnitudes, smoothing, total_count, rate, seed, chunk):
         return tf.random.stateless_uniform([rows, chunk], key, 0, size, tf.int32, alg="philox")
 
     def searched_index(step):
-        u = _uniform([rows, min(chunk, SEARCH_CHUNK)], seed, 3, step) * mass[:, None]
+        u = _uniform([rows, search_chunk], seed, 3, step) * mass[:, None]
         return tf.minimum(tree.count_at_most(u), size - 1)
 
+    state = _each_chunk(uniform, chunk, uniform_index, place, state)
+    return _each_chunk(searched, search_chunk, searched_index, place, state)
+
+
+def _counts(magnitudes, smoothing, total_count, rate, seed, chunk):
+    """`[rows, d]` int32 counts of the trials `draw_trials` draws."""
+    rows, size = magnitudes.shape
+    row_start = tf.range(rows)[:, None] * size
+
+    def add(index, live, counts):
+        flat_index = tf.reshape(row_start + index, [-1, 1])
+        return tf.tensor_scatter_nd_add(counts, flat_index, tf.cast(tf.reshape(live, [-1]), tf.int32))
+
     counts = tf.zeros([rows * size], tf.int32)
-    counts = _scatter_trials(counts, uniform, chunk, uniform_index)
-    counts = _scatter_trials(counts, searched, min(chunk, SEARCH_CHUNK), searched_index)
+    counts = draw_trials(magnitudes, smoothing, total_count, rate, seed, chunk, add, counts)
     return tf.reshape(counts, [rows, size])
 
 
@@ -262,13 +318,38 @@ def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0, j
     return sampler(weights, smoothing, total_count, rate, seed, int(chunk))
 
 
+def flat_gradients(gradients):
+    """The gradients as one vector (float64 if any is, else float32) and their sizes."""
+    dtype = tf.float64 if any(g.dtype == tf.float64 for g in gradients) else tf.float32
+    flat = [tf.reshape(tf.cast(g, dtype), [-1]) for g in gradients]
+    return tf.concat(flat, axis=0), [f.shape[0] for f in flat]
+
+
+def draw_moves(flat, rate, seed, trials, smoothing, chunk, place, state):
+    """Draws the ZIM trials for one scope's gradient `flat` (a vector).
+
+    `q_i = (|g_i| + c) / (||g||_1 + c d)`, `x ~ ZIMultinomial(n, r, q)`:
+    calls `place(index, live, state)` with `[chunk]` indices and masks as in
+    `draw_trials`; each live index is one move of one unit against
+    `sign(g_index)`. `rate` is clipped into [0, 1]; `trials` None means `d`.
+    """
+    rate = tf.clip_by_value(tf.cast(rate, tf.float64), 0.0, 1.0)
+    trials = flat.shape[0] if trials is None else trials
+    one_row = lambda index, live, state: place(index[0], live[0], state)  # noqa: E731
+    return draw_trials(
+        flat[None], tf.constant(float(smoothing), tf.float64), tf.constant([float(trials)], tf.float64),
+        rate[None], seed, chunk, one_row, state,
+    )
+
+
 @tf.function(jit_compile=True, autograph=False)
 def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk):
     """The ZIM move `unit * x * sign(g)` for gradients sampled as one scope.
 
     `q_i = (|g_i| + c) / (||g||_1 + c d)` over all of `gradients` together,
     `x ~ ZIMultinomial(trials, rate, q)`. If any gradient has a NaN or Inf,
-    every move is zero (the step is skipped).
+    every move is zero (the step is skipped). The optimizer applies the same
+    draw in place (`keras_zim.ZIM`); this dense form returns it.
 
     Args:
         gradients: list of dense float tensors (any shapes).
@@ -282,15 +363,14 @@ def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk):
     Returns:
         List of moves, each shaped and typed like its gradient.
     """
-    dtype = tf.float64 if any(g.dtype == tf.float64 for g in gradients) else tf.float32
-    flat = [tf.reshape(tf.cast(g, dtype), [-1]) for g in gradients]
-    sizes = [f.shape[0] for f in flat]
-    flat = tf.concat(flat, axis=0)
-    rate = tf.clip_by_value(tf.cast(rate, tf.float64), 0.0, 1.0)
-    trials = sum(sizes) if trials is None else trials
-    counts = _sample_counts(flat[None], smoothing, tf.cast([trials], tf.float64), rate[None], seed, chunk)
+    flat, sizes = flat_gradients(gradients)
+
+    def add(index, live, counts):
+        return tf.tensor_scatter_nd_add(counts, index[:, None], tf.cast(live, tf.int32))
+
+    counts = draw_moves(flat, rate, seed, trials, smoothing, chunk, add, tf.zeros(flat.shape, tf.int32))
     # Where no trial landed the move is 0, even where g is NaN (sign(NaN) * 0 is NaN).
-    moves = tf.where(counts[0] > 0, tf.cast(counts[0], dtype) * tf.sign(flat) * unit, 0.0)
+    moves = tf.where(counts > 0, tf.cast(counts, flat.dtype) * tf.sign(flat) * unit, 0.0)
     return [
         tf.reshape(tf.cast(m, g.dtype), g.shape)
         for m, g in zip(tf.split(moves, sizes), gradients)
