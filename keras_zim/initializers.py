@@ -82,12 +82,17 @@ class Discrete(keras.initializers.Initializer):
         w0 = type(self.base).from_config(config)(shape, dtype="float32")
         w0 = tf.reshape(tf.cast(w0, tf.float64), [1, size])
         trials = self.trials or max(1, round(size ** (1.0 / max(len(shape), 1))))
+        # chunk = trials + 1 (any chunk gives the same law): with chunk == trials
+        # and every trial passing, the sampler's gap search gets a target equal
+        # to its tree total and, run op by op, gathers out of range
+        # (InvalidArgumentError; e.g. Discrete(seed=22)((128, 10)) with
+        # chunk_size(36, 1.0) = 36). One more gap keeps the target below the total.
         counts = sampling.sample_counts(
             w0,
             trials,
             1.0,
             [seed, 1],
-            sampling.chunk_size(trials, 1.0),
+            trials + 1,
             smoothing=self.smoothing,
             jit_compile=False,  # called once per weight: no XLA compile
         )
