@@ -12,42 +12,85 @@ from keras_zim import sampling
 
 __all__ = ["Discrete"]
 
+_DRAWS = ("kernel", "unit")
+
 
 @keras.saving.register_keras_serializable(package="keras_zim")
 class Discrete(keras.initializers.Initializer):
     """Integer weights: multinomial counts that follow a base initialiser.
 
-    Draws `w0` from `base`, then returns `sign(w0) * x` with
-    `x ~ Multinomial(m, (|w0| + c) / (||w0||_1 + c size))`: ZIM's sampler with
-    rate 1, so most entries start at 0 or +-1. This is how the paper's
-    experiment initialised its kernels; use zeros for biases.
+    Draws `w0` from `base`, then returns `sign(w0) * x` with `x` multinomial
+    counts whose probabilities follow `|w0| + c`: ZIM's sampler with rate 1,
+    so most entries start at 0 or +-1. Use zeros for biases. `draw` says over
+    what the counts are drawn:
+
+    - `"kernel"` (the default, the paper's rule): one multinomial over the
+      whole weight, with `m = round(size ** (1 / ndim))` trials, as in the
+      paper's code. Fine for dense layers: a 784 x 128 kernel gets 317 trials.
+    - `"unit"`: one multinomial per output unit (the last axis of a weight of
+      two or more dimensions; a scalar or vector is one unit), over that
+      unit's `fan_in = size / units` entries, with `m = fan_in` trials. Use it
+      for convolution kernels. Every output unit then starts with non-zero
+      weights (for a base, such as Glorot's, that draws no exact zeros).
+
+    Why convolutions need `"unit"`: the paper's `m` is tiny for them (a
+    3x3x16x16 kernel of 2,304 entries gets 7 trials), so most output
+    channels start all zero. Measured on the conv and resnet models of
+    `keras_zim.models` (seed 0): 13 of the 16 stem channels were all zero;
+    a zero channel is 0 after BatchNorm and ReLU, and ReLU's gradient at 0 is
+    0, so its kernel's gradient is exactly 0, and ZIM never moves a weight
+    whose gradient is 0 (`sign(0) = 0`): such channels stay dead for good. In
+    the resnet every channel of the last block was dead, so no kernel ever got
+    a gradient and it stayed at 10% test accuracy; the conv model kept 3 and
+    2 live channels of 16 and 32. With `draw="unit"` every channel is live
+    and both learn: over 3 epochs of the 4,000-image MNIST subset (3 runs,
+    `r = 0.05`) conv went from 52% +- 37% (one run stuck at 10%) to 89.6%
+    +- 0.3%, the resnet from 10% to 89.3% +- 1.3% once BatchNorm's statistics
+    are recomputed before testing (`keras_zim.models.calibrate_batch_norm`;
+    docs/reproduce.md). One draw over a whole conv kernel with `m = size`
+    trials trained as well, but leaves a channel all zero with probability
+    about `exp(-fan_in)`; `"unit"` rules that out. BatchNorm's moving
+    variance of a dead channel decays to 0, but that channel is 0 at
+    inference too: it was not the cause.
 
     #### Mathematical details
 
     ```none
     w0 ~ base(shape)
-    x  ~ Multinomial(m, (|w0| + c) / (||w0||_1 + c size))
+    draw="kernel":  x ~ Multinomial(m, (|w0| + c) / (||w0||_1 + c size)),
+                    m = round(size ** (1 / ndim))
+    draw="unit":    x[..., j] ~ Multinomial(m, (|w0[..., j]| + c) / (||w0[..., j]||_1 + c fan_in)),
+                    one independent draw per unit j, m = fan_in = size / units
     w  = sign(w0) * x
     ```
 
     Args:
         base: a Keras initialiser or its name. Defaults to `"glorot_uniform"`.
-        trials: `m`, a positive int, or None for `round(size ** (1 / ndim))`
-            as in the paper's code. Defaults to `None`.
+        trials: `m`, a positive int (per unit with `draw="unit"`), or None for
+            the rule of `draw`. Defaults to `None`.
         smoothing: `c >= 0`. Defaults to `1.0`.
         seed: int, or None for a fresh draw on every call. With an int the
             result is fully deterministic, the base draw included (so two
             layers given the same seeded instance get the same weights, as
             with Keras's own seeded initialisers). Defaults to `None`.
+        draw: `"kernel"` (one draw over the whole weight, the paper's rule)
+            or `"unit"` (one draw per output unit, `m = fan_in`; for
+            convolutions). Defaults to `"kernel"`.
+
+    Raises:
+        ValueError: if an argument is outside its allowed values.
 
     Example:
 
     >>> w = Discrete(seed=0)((4, 3))
     >>> bool(np.all(w == np.round(w)))
     True
+    >>> kernel = Discrete(seed=0, draw="unit")((3, 3, 16, 8))
+    >>> bool(np.all(np.abs(kernel).sum(axis=(0, 1, 2)) == 3 * 3 * 16))
+    True
     """
 
-    def __init__(self, base="glorot_uniform", trials=None, smoothing=1.0, seed=None):
+    def __init__(self, base="glorot_uniform", trials=None, smoothing=1.0, seed=None, draw="kernel"):
         if trials is not None and (
             isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials <= 0
         ):
@@ -61,6 +104,8 @@ class Discrete(keras.initializers.Initializer):
             )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"Argument `seed` must be an int or None. Received: seed={seed}")
+        if not isinstance(draw, str) or draw not in _DRAWS:
+            raise ValueError(f"Argument `draw` must be one of {_DRAWS}. Received: draw={draw!r}")
         try:
             self.base = keras.initializers.get(base)
         except ValueError as error:
@@ -71,6 +116,7 @@ class Discrete(keras.initializers.Initializer):
         self.trials = None if trials is None else int(trials)
         self.smoothing = float(smoothing)
         self.seed = None if seed is None else int(seed)
+        self.draw = draw
 
     def __call__(self, shape, dtype=None):
         shape = tuple(int(s) for s in shape)
@@ -80,15 +126,22 @@ class Discrete(keras.initializers.Initializer):
         if "seed" in config:
             config["seed"] = seed
         w0 = type(self.base).from_config(config)(shape, dtype="float32")
-        w0 = tf.reshape(tf.cast(w0, tf.float64), [1, size])
-        trials = self.trials or max(1, round(size ** (1.0 / max(len(shape), 1))))
+        w0 = tf.cast(w0, tf.float64)
+        if self.draw == "unit":
+            # Rows are output units: [units, fan_in], one multinomial per row.
+            units = shape[-1] if len(shape) >= 2 else 1
+            rows = tf.transpose(tf.reshape(w0, [size // units, units]))
+            trials = self.trials or max(1, size // units)
+        else:
+            rows = tf.reshape(w0, [1, size])
+            trials = self.trials or max(1, round(size ** (1.0 / max(len(shape), 1))))
         # chunk = trials + 1 (any chunk gives the same law): with chunk == trials
         # and every trial passing, the sampler's gap search gets a target equal
         # to its tree total and, run op by op, gathers out of range
         # (InvalidArgumentError; e.g. Discrete(seed=22)((128, 10)) with
         # chunk_size(36, 1.0) = 36). One more gap keeps the target below the total.
         counts = sampling.sample_counts(
-            w0,
+            rows,
             trials,
             1.0,
             [seed, 1],
@@ -96,7 +149,10 @@ class Discrete(keras.initializers.Initializer):
             smoothing=self.smoothing,
             jit_compile=False,  # called once per weight: no XLA compile
         )
-        values = tf.reshape(tf.cast(counts, tf.float64) * tf.sign(w0), shape) + 0.0
+        values = tf.cast(counts, tf.float64) * tf.sign(rows)
+        if self.draw == "unit":
+            values = tf.transpose(values)
+        values = tf.reshape(values, shape) + 0.0
         return tf.cast(values, dtype or keras.config.floatx())
 
     def get_config(self):
@@ -105,6 +161,7 @@ class Discrete(keras.initializers.Initializer):
             "trials": self.trials,
             "smoothing": self.smoothing,
             "seed": self.seed,
+            "draw": self.draw,
         }
 
     @classmethod

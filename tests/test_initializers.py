@@ -1,7 +1,8 @@
 """Tests of `keras_zim.initializers.Discrete`: integer kernels from multinomial counts.
 
-`w = sign(w0) * x` with `x ~ Multinomial(m, (|w0| + c) / (||w0||_1 + c size))`.
-The statistical test uses a base whose draw `w0` is known and a chi-square
+`w = sign(w0) * x` with `x ~ Multinomial(m, (|w0| + c) / (||w0||_1 + c size))`
+(`draw="kernel"`), or one such draw per output unit (`draw="unit"`).
+The statistical tests use a base whose draw `w0` is known and a chi-square
 goodness of fit with p-value threshold `P_MIN = 1e-4` (fixed seeds).
 """
 
@@ -68,6 +69,55 @@ def test_every_trial_lands_on_a_glorot_weight(shape, trials, expected):
     np.testing.assert_array_equal(np.sign(w[moved]), np.sign(w0[moved]))
 
 
+@pytest.mark.parametrize(
+    "shape, trials, per_unit",
+    [
+        ((3, 3, 16, 8), None, 144),  # a conv kernel: fan_in = 3 * 3 * 16
+        ((1, 1, 32, 64), None, 32),
+        ((5, 4), None, 5),  # a dense kernel: fan_in = 5 per output column
+        ((5, 4), 9, 9),
+        ((7,), None, 7),  # a vector is one unit
+    ],
+)
+def test_unit_draw_gives_every_output_unit_its_trials(shape, trials, per_unit):
+    # Rate 1 and a Glorot base without exact zeros: every trial of unit j lands
+    # on one of its own entries and shows, so sum(|w[..., j]|) == m for every j,
+    # and in particular no output unit is all zero.
+    w = Discrete(trials=trials, seed=3, draw="unit")(shape).numpy()
+    w0 = keras.initializers.GlorotUniform(seed=3)(shape, dtype="float32").numpy()
+    assert w.shape == shape and np.all(w0 != 0)
+    assert np.all(w == np.round(w))
+    units = np.abs(w).reshape(-1, shape[-1] if len(shape) > 1 else 1).sum(axis=0)
+    np.testing.assert_array_equal(units, per_unit)
+    moved = w != 0
+    np.testing.assert_array_equal(np.sign(w[moved]), np.sign(w0[moved]))
+
+
+def test_the_paper_rule_leaves_most_conv_channels_all_zero():
+    # Why convolutions use draw="unit": round(2304 ** (1 / 4)) = 7 trials cannot
+    # reach more than 7 of a 3x3x16x16 kernel's 16 output channels.
+    w = Discrete(seed=0)((3, 3, 16, 16)).numpy()
+    assert np.abs(w).sum() == 7
+    assert np.sum(np.abs(w).reshape(-1, 16).sum(axis=0) == 0) >= 9
+    unit = Discrete(seed=0, draw="unit")((3, 3, 16, 16)).numpy()
+    assert np.all(np.abs(unit).reshape(-1, 16).sum(axis=0) == 144)
+
+
+def test_unit_counts_follow_each_units_magnitudes():
+    # Each column of W0 is its own multinomial of `trials` draws over its 4
+    # entries: a chi-square fit per column (the zero entry of column 0 hides
+    # its share, recovered as trials - sum |w|). Smallest expected count:
+    # 20,000 * 1.1 / 11.6 = 1,897 (column 2: |W0| + c = 3, 2.5, 5, 1.1).
+    trials, smoothing = 20_000, 1.0
+    w = Discrete(Fixed(), trials=trials, smoothing=smoothing, seed=11, draw="unit")(W0.shape).numpy()
+    assert np.all(w == np.round(w))
+    for j in range(W0.shape[1]):
+        observed = np.abs(w[:, j])
+        observed[W0[:, j] == 0] = trials - observed.sum()
+        mass = np.abs(W0[:, j]) + smoothing
+        assert stats.chisquare(observed, trials * mass / mass.sum()).pvalue > P_MIN
+
+
 @pytest.mark.parametrize("seed, shape, trials", [(22, (128, 10), 36), (33, (64, 10), 25), (22, (1568, 10), 125)])
 def test_draws_where_every_trial_passes_at_once(seed, shape, trials):
     # These seeds send all m trials through the sampler's uniform stage in one
@@ -119,14 +169,23 @@ def test_constant_bases(base, smoothing, sign, total):
     assert np.abs(w).sum() == total
 
 
-def test_config_round_trip():
-    init = Discrete(base="he_normal", trials=7, smoothing=0.0, seed=4)
+@pytest.mark.parametrize("draw", ["kernel", "unit"])
+def test_config_round_trip(draw):
+    init = Discrete(base="he_normal", trials=7, smoothing=0.0, seed=4, draw=draw)
     config = init.get_config()
     assert config["trials"] == 7 and config["smoothing"] == 0.0 and config["seed"] == 4
+    assert config["draw"] == draw
     clone = Discrete.from_config(config)
     assert clone.get_config() == config
     assert isinstance(clone.base, keras.initializers.HeNormal)
     np.testing.assert_array_equal(clone((4, 5)).numpy(), init((4, 5)).numpy())
+
+
+def test_a_config_without_draw_keeps_the_paper_rule():
+    # Configs saved before `draw` existed load with the paper's rule.
+    config = Discrete(trials=7, seed=4).get_config()
+    del config["draw"]
+    assert Discrete.from_config(config).draw == "kernel"
 
 
 def test_serialize_deserialize_and_get_with_the_registered_name():
@@ -170,6 +229,10 @@ def test_dense_layer_gets_an_integer_kernel():
         (dict(seed=1.5), "seed"),
         (dict(seed="0"), "seed"),
         (dict(seed=True), "seed"),
+        (dict(draw="units"), "draw"),
+        (dict(draw="paper"), "draw"),
+        (dict(draw=None), "draw"),
+        (dict(draw=1), "draw"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, argument):
@@ -180,3 +243,8 @@ def test_bad_arguments_name_the_argument(kwargs, argument):
 def test_unknown_base_raises():
     with pytest.raises(ValueError, match="no_such_initializer"):
         Discrete(base="no_such_initializer")
+
+
+def test_bad_draw_lists_the_allowed_values():
+    with pytest.raises(ValueError, match=r"Argument `draw` must be one of \('kernel', 'unit'\)\. Received: draw='fan_in'"):
+        Discrete(draw="fan_in")
