@@ -3,8 +3,10 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_zim
+from keras_zim import datasets
 from keras_zim import models
 
 SHAPES = {"linear": (28, 28, 1), "hidden": (28, 28, 1), "conv": (28, 28, 1), "resnet": (32, 32, 3)}
@@ -27,6 +29,17 @@ def built():
 
 def _images(shape, count=4):
     return np.random.default_rng(0).uniform(0, 1, (count,) + shape).astype(np.float32)
+
+
+def _mnist(count, split="train"):
+    """The first `count` real MNIST images of the shipped subset (every digit), in [0, 1]."""
+    x_train, y_train, x_test, y_test = datasets.mnist_subset()
+    images, labels = (x_train, y_train) if split == "train" else (x_test, y_test)
+    return images[:count].astype(np.float32) / 255.0, labels[:count]
+
+
+def _conv_kernels(model):
+    return [w for w in model.trainable_weights if len(w.shape) == 4]
 
 
 @pytest.mark.parametrize("name", models.MODELS)
@@ -87,6 +100,77 @@ def test_outputs_do_not_depend_on_the_scale_of_the_kernels(built, name):
     np.testing.assert_allclose(after, before, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("name", ["conv", "resnet"])
+def test_no_conv_channel_starts_all_zero(built, name):
+    # Discrete(draw="unit"): every output channel gets fan_in unit trials of its
+    # own. With the paper's rule (e.g. 7 trials for a 3x3x16x16 kernel) most
+    # channels started all zero and never moved.
+    kernels = _conv_kernels(built(name, True))
+    assert len(kernels) == (2 if name == "conv" else 9)
+    for kernel in kernels:
+        k = np.asarray(kernel)
+        assert np.all(k == np.round(k)), kernel.path
+        per_channel = np.abs(k).reshape(-1, k.shape[-1]).sum(axis=0)
+        np.testing.assert_array_equal(per_channel, k.size // k.shape[-1], err_msg=kernel.path)
+
+
+@pytest.mark.parametrize("name", ["conv", "resnet"])
+def test_every_channel_is_live_and_every_kernel_gets_a_gradient(name):
+    # A channel that is 0 on every image stays 0 after BatchNorm and ReLU, whose
+    # gradient at 0 is 0: its kernel gets exactly zero gradient and ZIM (sign(0) = 0)
+    # never moves it. With the paper's rule most channels were such, and the
+    # resnet's last block was all zero: no kernel got any gradient at all.
+    model = models.build_model(name, discrete=True, seed=0)
+    images, labels = _mnist(64)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    probe = keras.Model(model.input, [layer.output for layer in norms])
+    for layer, output in zip(norms, probe(images, training=True)):
+        output = np.asarray(output).reshape(-1, output.shape[-1])
+        assert np.all(output.std(axis=0) > 0), f"{layer.name}: {np.sum(output.std(axis=0) == 0)} dead channels"
+    with tf.GradientTape() as tape:
+        logits = model(images, training=True)
+        loss = tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        )
+    gradients = tape.gradient(loss, model.trainable_weights)
+    for kernel, gradient in zip(model.trainable_weights, gradients):
+        if "kernel" in kernel.path:
+            assert np.any(np.asarray(gradient) != 0), kernel.path
+
+
+@pytest.mark.parametrize("name", ["conv", "resnet"])
+def test_calibrate_batch_norm_makes_inference_match_training_mode(built, name):
+    model = built(name, True)
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    images = _images(SHAPES[name], count=16)
+    saved = [(np.asarray(l.moving_mean).copy(), np.asarray(l.moving_variance).copy()) for l in layers]
+    weights = [np.asarray(w).copy() for w in model.trainable_weights]
+    try:
+        assert models.calibrate_batch_norm(model, images) == len(layers) > 0
+        # Moving statistics now equal the batch's: both modes compute the same function.
+        np.testing.assert_allclose(
+            np.asarray(model(images, training=False)), np.asarray(model(images, training=True)),
+            rtol=1e-3, atol=1e-3,
+        )
+        assert all(layer.momentum == 0.9 for layer in layers)  # restored
+        for weight, value in zip(model.trainable_weights, weights):
+            np.testing.assert_array_equal(np.asarray(weight), value)
+    finally:
+        for layer, (mean, variance) in zip(layers, saved):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+
+
+def test_calibrate_batch_norm_finds_nested_layers_and_skips_models_without_any(built):
+    assert models.calibrate_batch_norm(built("hidden", True), _images(SHAPES["hidden"])) == 0
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
+    outer = keras.Sequential([keras.Input((3,)), inner])
+    batch = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert models.calibrate_batch_norm(outer, batch) == 1
+    np.testing.assert_allclose(np.asarray(inner.layers[0].moving_mean), batch.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(inner.layers[0].moving_variance), batch.var(0), rtol=1e-6)
+
+
 def test_unknown_model():
     with pytest.raises(ValueError, match=r"Argument `name` must be one of \('linear', 'hidden', 'conv', 'resnet'\)"):
         models.build_model("vgg")
@@ -103,3 +187,35 @@ def test_a_short_fit_with_zim_keeps_the_weights_integral():
     model.fit(images, np.arange(32) % 10, batch_size=16, epochs=1, verbose=0)
     assert keras_zim.is_integral(model)
     assert any(not np.array_equal(a, np.asarray(b)) for a, b in zip(before, model.trainable_weights))
+
+
+def test_conv_learns_with_zim_on_real_mnist():
+    # 1,024 real training images, 3 epochs of 16 steps (batch 64) with ZIM's
+    # defaults from integer kernels, then BatchNorm calibrated on 512 of them;
+    # tested on the subset's 1,000 test images (100 per digit).
+    images, labels = _mnist(1024)
+    test_images, test_labels = _mnist(1000, "test")
+    keras.utils.set_random_seed(0)
+    model = models.build_model("conv", discrete=True, seed=0)
+    model.compile(
+        optimizer=keras_zim.ZIM(seed=0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(images, labels, batch_size=64, epochs=3, shuffle=False, verbose=0)
+    assert keras_zim.is_integral(model)
+    models.calibrate_batch_norm(model, images[:512])
+    predicted = np.argmax(np.asarray(model(test_images, training=False)), axis=-1)
+    accuracy = np.mean(predicted == test_labels)
+    # A guess that ignores the images is right with probability at most
+    # chance = 0.1 (the largest class share), so its accuracy on 1,000 images
+    # has standard deviation at most sqrt(0.1 * 0.9 / 1000) = 0.0095. Ask for
+    # chance + 50 of those standard deviations (58%; measured: 80.5%).
+    chance = np.bincount(test_labels).max() / len(test_labels)
+    sigma = np.sqrt(chance * (1 - chance) / len(test_labels))
+    assert accuracy > chance + 50 * sigma, accuracy
+    # Logits that ignore the images cannot beat the labels' entropy H (about
+    # ln 10 = 2.30) in cross-entropy; ask the last epoch's training loss for
+    # under 0.6 H (measured: 1.00, about 0.43 H).
+    shares = np.bincount(labels) / len(labels)
+    entropy = -np.sum(shares * np.log(shares))
+    assert history.history["loss"][-1] < 0.6 * entropy, (history.history["loss"], entropy)
