@@ -45,6 +45,16 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def _rate(text):
     try:
         value = float(text)
@@ -102,6 +112,12 @@ def build_parser():
     add("--trials", type=_positive_int, default=None,
         help="ZIM's trials n; default: the number of parameters in the scope (n = d)")
     add("--smoothing", type=_non_negative, default=1.0, help="ZIM's smoothing c >= 0; default: 1.0")
+    add("--calibration-images", type=_non_negative_int, default=512, metavar="N",
+        help="models with BatchNorm (conv, resnet): before each test evaluation, recompute "
+             "BatchNorm's statistics from the first N images of the run's shuffled training "
+             "set under the current weights (keras_zim.models.calibrate_batch_norm), for every "
+             "optimizer; ZIM's steps make the moving averages stale. 0 keeps the moving "
+             "averages; default: 512")
     add("--out", default=None, metavar="DIR", help="output directory; default: runs/<timestamp>")
     add("--data-dir", default=None, metavar="DIR",
         help="TFDS data directory; default: TFDS's ($TFDS_DATA_DIR or ~/tensorflow_datasets)")
@@ -175,10 +191,38 @@ def _settings(name, args):
     return "Adam lr=0.001; Keras default init"
 
 
-def _evaluator(model, test, every, record):
-    """A callback that evaluates `model` on `test` at iteration 0 and every `every`."""
+def _calibration_images(args, seed):
+    """The first `args.calibration_images` images of the run's shuffled training set.
+
+    Read from a second pipeline built like the run's own, so that the
+    training order is not disturbed.
+    """
+    from keras_zim import datasets
+
+    train, _, _ = datasets.load(
+        args.dataset,
+        batch_size=args.calibration_images,
+        data_dir=args.data_dir,
+        download=args.download,
+        synthetic=args.synthetic,
+        train_limit=args.train_limit,
+        test_limit=args.test_limit,
+        seed=seed,
+    )
+    images, _ = next(iter(train))
+    return images
+
+
+def _evaluator(model, test, every, record, calibration=None):
+    """A callback that evaluates `model` on `test` at iteration 0 and every `every`.
+
+    With `calibration` images, BatchNorm's statistics are recomputed from them
+    under the current weights before each evaluation.
+    """
     import keras
     import tensorflow as tf
+
+    from keras_zim.models import calibrate_batch_norm
 
     @tf.function
     def sums(images, labels):
@@ -189,6 +233,8 @@ def _evaluator(model, test, every, record):
 
     class Evaluate(keras.callbacks.Callback):
         def evaluate(self):
+            if calibration is not None:
+                calibrate_batch_norm(model, calibration)
             loss = correct = count = 0.0
             for images, labels in test:
                 batch_loss, batch_correct = sums(images, labels)
@@ -272,6 +318,15 @@ def reproduce(args, argv):
                 discrete=name.startswith("zim"), seed=seed,
             )
             results["parameters"] = model.count_params()
+            calibration = None
+            if args.calibration_images and any(
+                isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers
+            ):
+                calibration = _calibration_images(args, seed)
+                note = (f"; BatchNorm statistics recomputed from {int(calibration.shape[0])} "
+                        "training images before each evaluation")
+                if not results["optimizer_settings"][name].endswith(note):
+                    results["optimizer_settings"][name] += note
             model.compile(
                 optimizer=_optimizer(name, args, seed),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -287,7 +342,7 @@ def reproduce(args, argv):
             integral_at_start = is_integral(model)
             began = time.time()
             model.fit(train, epochs=args.epochs, verbose=0 if args.quiet else 1,
-                      callbacks=[_evaluator(model, test, args.eval_every, record)])
+                      callbacks=[_evaluator(model, test, args.eval_every, record, calibration)])
             seconds = time.time() - began
             low, high = _weight_range(model)
             run = {

@@ -95,6 +95,8 @@ def test_cifar10_offline_without_synthetic_fails_clearly(tmp_path, capsys):
     (["--epochs", "0"], "argument --epochs: must be a positive integer, got '0'"),
     (["--learning-rate", "2"], "argument --learning-rate: must be a number in [0, 1], got '2'"),
     (["--smoothing", "-1"], "argument --smoothing: must be a finite number >= 0, got '-1'"),
+    (["--calibration-images", "-1"], "argument --calibration-images: must be an integer >= 0, got '-1'"),
+    (["--calibration-images", "many"], "argument --calibration-images: must be an integer >= 0, got 'many'"),
     (["--offline", "--download"], "argument --download: not allowed with argument --offline"),
 ])
 def test_bad_arguments_name_the_argument_and_the_allowed_values(argv, message, capsys):
@@ -110,6 +112,26 @@ def test_defaults_are_the_papers_experiment():
     assert (args.epochs, args.runs, args.batch_size, args.eval_every) == (10, 10, 64, 20)
     assert (args.learning_rate, args.trials, args.smoothing) == (0.05, None, 1.0)
     assert not args.download and not args.synthetic and args.out is None
+    assert args.calibration_images == 512
+
+
+@pytest.mark.parametrize("calibration, note", [
+    ([], "BatchNorm statistics recomputed from 128 training images before each evaluation"),
+    (["--calibration-images", "0"], None),
+])
+def test_batch_norm_models_are_calibrated_before_each_evaluation(tmp_path, calibration, note):
+    # conv has BatchNorm: its statistics come from the run's first training images
+    # (all 128 here: the training set is limited to 128) unless turned off.
+    out = tmp_path / "out"
+    argv = ["reproduce", "--model", "conv", "--optimizers", "sgd", "--runs", "1",
+            "--data-dir", str(tmp_path / "no-tfds"), "--out", str(out), *calibration, *QUICK]
+    assert cli.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    settings = results["optimizer_settings"]["sgd"]
+    assert (note in settings) if note else ("BatchNorm" not in settings)
+    assert results["config"]["calibration_images"] == (0 if calibration else 512)
+    if note:
+        assert note in (out / "summary.md").read_text()
 
 
 def test_python_m_keras_zim_is_the_same_command():
