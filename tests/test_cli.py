@@ -110,9 +110,27 @@ def test_defaults_are_the_papers_experiment():
     args = cli.build_parser().parse_args(["reproduce"])
     assert (args.dataset, args.model, args.optimizers) == ("mnist", "hidden", ["zim", "sgd"])
     assert (args.epochs, args.runs, args.batch_size, args.eval_every) == (10, 10, 64, 20)
-    assert (args.learning_rate, args.trials, args.smoothing) == (0.05, None, 1.0)
+    assert (args.learning_rate, args.trials, args.smoothing) == (None, None, 1.0)
     assert not args.download and not args.synthetic and args.out is None
     assert args.calibration_images == 512
+
+
+@pytest.mark.parametrize("argv, rate, settings", [
+    ([], 0.1, "ZIM r=0.1 (ZIM's default), n=d"),  # no --learning-rate: the optimizer's default
+    (["--learning-rate", "0.05"], 0.05, "ZIM r=0.05, n=d"),
+])
+def test_learning_rate_defaults_to_the_optimizers_own(argv, rate, settings, capsys):
+    import keras_zim
+
+    args = cli.build_parser().parse_args(["reproduce", *argv])
+    optimizer = cli._optimizer("zim", args, seed=0)
+    assert float(optimizer.learning_rate) == pytest.approx(rate)
+    assert cli._settings("zim", args).startswith(settings)
+    # The help states ZIM's default without importing TensorFlow: keep it in step.
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"default: keras_zim.ZIM's own default, {float(keras_zim.ZIM().learning_rate):g}" in help_text
 
 
 @pytest.mark.parametrize("calibration, note", [
