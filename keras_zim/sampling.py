@@ -150,12 +150,13 @@ class _SumTree:
         shape = tf.shape(target)
         row = tf.reshape(tf.range(self.rows)[:, None] + tf.zeros(shape, tf.int32), [-1])
         start = tf.constant(np.cumsum([0] + self.groups[:-1]) * self.rows, tf.int32)  # each level's first row
-        groups = tf.constant(self.groups + [1], tf.int32)
+        groups = tf.constant(self.groups + [self.leaves.shape[1]], tf.int32)
 
         def level(depth, node, remaining):
             children = tf.gather(self.table, start[depth] + row * groups[depth] + node)
             chosen, passed = self._descend(children, remaining)
-            return depth + 1, node * _FANOUT + chosen, remaining - passed
+            # A target at or past the total runs off the padded end: stay in range.
+            return depth + 1, tf.minimum(node * _FANOUT + chosen, groups[depth + 1] - 1), remaining - passed
 
         node = tf.zeros_like(row)
         remaining = tf.reshape(target, [-1])

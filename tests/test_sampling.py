@@ -425,3 +425,13 @@ def test_unit_half_moves_by_multiples_of_half():
     out = flat(moves(dense_gradients(), 1.0, [5, 3], **HALF_ARGS))
     np.testing.assert_array_equal(out * 2, np.round(out * 2))
     assert np.any(out * 2 % 2 == 1)  # some moves are odd multiples of 0.5
+
+
+def test_targets_at_or_past_the_total_stay_in_range_op_by_op():
+    # d = 300 pads every level; op by op an out-of-range gather raises, so this
+    # fails if the walk runs off the padded end (XLA would clamp silently).
+    tree = sampling._SumTree(tf.ones([2, 300], tf.float64), tf.identity)
+    found = tree.count_at_most(tf.constant([[305.0, 299.5, 0.5], [1e9, 3.2, 300.0]], tf.float64))
+    np.testing.assert_array_equal(found.numpy(), [[300, 299, 0], [300, 3, 300]])
+    counts = sampling.sample_counts(tf.ones([1, 300]), 300, 1.0, [22, 1], chunk=301, jit_compile=False)
+    assert int(tf.reduce_sum(counts)) == 300
