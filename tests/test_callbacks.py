@@ -183,3 +183,52 @@ def test_a_million_parameters_many_steps_no_error_no_growth_no_nan():
     # (64 MB): a leak of one weight-sized buffer per step would be 480 MB.
     weight_bytes = 4 * model.count_params()
     assert rss[-1] - rss[0] < 16 * weight_bytes, [r / 2**20 for r in rss]
+
+
+CONV_X = np.random.default_rng(0).random((32, 28, 28, 1)).astype("float32")
+CONV_Y = np.arange(32) % 10
+
+
+def _conv_fit(callbacks):
+    """One epoch of ZIM on the integer conv model, validated on its training images."""
+    from keras_zim import models
+
+    x, y = CONV_X, CONV_Y
+    model = models.build_model("conv", discrete=True, seed=0)
+    model.compile(optimizer=keras_zim.ZIM(seed=0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(x, y, batch_size=8, shuffle=False, verbose=0, validation_data=(x, y), callbacks=callbacks)
+    return model, x, y, history.history["val_loss"][-1]
+
+
+def test_calibrate_batch_norm_callback_validates_and_ends_with_the_final_weights_statistics():
+    from keras_zim.callbacks import CalibrateBatchNorm
+
+    model, x, y, val_loss = _conv_fit([CalibrateBatchNorm(CONV_X[:16])])
+    assert keras_zim.is_integral(model)
+    # After fit: the first BatchNorm holds the statistics of the first
+    # convolution's output on the calibration images under the final kernel.
+    conv = next(l for l in model.layers if isinstance(l, keras.layers.Conv2D))
+    norm = next(l for l in model.layers if isinstance(l, keras.layers.BatchNormalization))
+    features = np.asarray(keras.Model(model.inputs, conv.output)(x[:16]), np.float64)
+    np.testing.assert_allclose(np.asarray(norm.moving_mean), features.mean((0, 1, 2)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(norm.moving_variance), features.var((0, 1, 2)), rtol=1e-3, atol=1e-3)
+    # The one validation pass ran after the epoch's last step, with statistics
+    # calibrated under the same weights: it equals a fresh evaluation now.
+    np.testing.assert_allclose(val_loss, model.evaluate(x, y, verbose=0), rtol=1e-5)
+
+    # Without the callback: the same seeded steps give the same integer
+    # weights, but the moving averages are stale and validation differs.
+    stale, _, _, stale_loss = _conv_fit([])
+    for calibrated, unchanged in zip(model.trainable_weights, stale.trainable_weights):
+        np.testing.assert_array_equal(np.asarray(calibrated), np.asarray(unchanged))
+    stale_norm = next(l for l in stale.layers if isinstance(l, keras.layers.BatchNormalization))
+    assert np.abs(np.asarray(stale_norm.moving_mean) - np.asarray(norm.moving_mean)).max() > 1.0
+    assert abs(stale_loss - val_loss) > 0.05
+
+
+@pytest.mark.parametrize("images", [tf.data.Dataset.range(3), [[1.0, 2.0]], None])
+def test_calibrate_batch_norm_callback_refuses_anything_but_a_batch(images):
+    from keras_zim.callbacks import CalibrateBatchNorm
+
+    with pytest.raises(TypeError, match=r"Argument `images` must be a batch of inputs"):
+        CalibrateBatchNorm(images)
