@@ -34,3 +34,15 @@ def test_tutorial_runs_in_quick_mode(name, data, tmp_path, monkeypatch):
     assert "identical outputs" in printed
     assert any(output.get("data", {}).get("image/png") for cell in notebook.cells
                for output in cell.get("outputs", []))  # the curves were drawn
+
+
+@pytest.mark.parametrize("name", ["mnist_zim.ipynb", "cifar10_zim.ipynb"])
+def test_tutorial_text_matches_the_package(name):
+    """The badge opens this notebook, and the stated default rate is ZIM's."""
+    import keras_zim
+
+    notebook = nbformat.read(os.path.join(TUTORIALS, name), as_version=4)
+    text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
+    assert f"/blob/main/tutorials/{name})" in text
+    default = round(float(keras_zim.ZIM().get_config()["learning_rate"]), 6)
+    assert f"$r$ (default {default:g}" in text
