@@ -1,6 +1,7 @@
 """The tutorials run top to bottom in quick mode (KERAS_ZIM_QUICK=1: few steps, offline data)."""
 
 import os
+import re
 
 import nbformat
 import pytest
@@ -38,11 +39,14 @@ def test_tutorial_runs_in_quick_mode(name, data, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["mnist_zim.ipynb", "cifar10_zim.ipynb"])
 def test_tutorial_text_matches_the_package(name):
-    """The badge opens this notebook, and the stated default rate is ZIM's."""
+    """The badge opens this notebook, Colab installs from that repository, the stated default rate is ZIM's."""
     import keras_zim
 
     notebook = nbformat.read(os.path.join(TUTORIALS, name), as_version=4)
     text = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown")
     assert f"/blob/main/tutorials/{name})" in text
+    # The install cell installs from the repository the badge opens.
+    repository = re.search(r'REPOSITORY = "https://github.com/([^"]+)"', notebook.cells[1].source).group(1)
+    assert f"colab.research.google.com/github/{repository}/blob/main/tutorials/{name})" in text
     default = round(float(keras_zim.ZIM().get_config()["learning_rate"]), 6)
     assert f"$r$ (default {default:g}" in text
