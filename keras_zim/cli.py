@@ -209,11 +209,18 @@ def _calibration_images(args, seed):
     Read from a second pipeline built like the run's own, so that the
     training order is not disturbed.
     """
+    train, _, _ = _load(args, args.calibration_images, seed)
+    images, _ = next(iter(train))
+    return images
+
+
+def _load(args, batch_size, seed):
+    """`datasets.load` with the command's data arguments: (train, test, description)."""
     from keras_zim import datasets
 
-    train, _, _ = datasets.load(
+    return datasets.load(
         args.dataset,
-        batch_size=args.calibration_images,
+        batch_size=batch_size,
         data_dir=args.data_dir,
         download=args.download,
         synthetic=args.synthetic,
@@ -221,8 +228,6 @@ def _calibration_images(args, seed):
         test_limit=args.test_limit,
         seed=seed,
     )
-    images, _ = next(iter(train))
-    return images
 
 
 def _evaluator(model, test, every, record, calibration=None):
@@ -290,7 +295,6 @@ def reproduce(args, argv):
     """Runs the experiment that `args` describes; returns the results dict."""
     import keras
 
-    from keras_zim import datasets
     from keras_zim import report
     from keras_zim.grid import is_integral
     from keras_zim.models import build_model
@@ -311,16 +315,7 @@ def reproduce(args, argv):
     total = args.runs * len(args.optimizers)
     for name in args.optimizers:
         for seed in range(args.runs):
-            train, test, data = datasets.load(
-                args.dataset,
-                batch_size=args.batch_size,
-                data_dir=args.data_dir,
-                download=args.download,
-                synthetic=args.synthetic,
-                train_limit=args.train_limit,
-                test_limit=args.test_limit,
-                seed=seed,
-            )
+            train, test, data = _load(args, args.batch_size, seed)
             if "data" not in results:
                 results["data"] = data
                 print(data["message"], flush=True)

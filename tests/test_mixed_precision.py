@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import toy
 
 import keras_zim
 from keras_zim.callbacks import ZIMMonitor
@@ -17,28 +18,8 @@ def policy():
     keras.mixed_precision.set_global_policy(previous)
 
 
-def _data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 6)).astype("float32")
-    return x, (x[:, :3].argmax(1)).astype("int32")
-
-
-def _model():
-    model = keras.Sequential(
-        [
-            keras.Input((6,)),
-            keras.layers.Dense(8, "relu"),
-            keras.layers.Dense(3),
-            keras.layers.LayerNormalization(center=False, scale=False),
-        ]
-    )
-    rng = np.random.default_rng(1)
-    model.set_weights([rng.integers(-2, 3, w.shape).astype("float32") if w.ndim > 1 else 0 * w for w in model.get_weights()])
-    return model
-
-
 def _train(model, optimizer, epochs=3):
-    x, y = _data()
+    x, y = toy.data()
     before = model.get_weights()
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=[ZIMMonitor()]).history
@@ -50,7 +31,7 @@ def test_mixed_float16_with_loss_scaling_keeps_exact_integers(policy):
     # (Given a bare ZIM under this policy, Keras wraps it in a
     # LossScaleOptimizer itself.)
     policy("mixed_float16")
-    model = _model()
+    model = toy.integer_model()
     assert model.layers[0].compute_dtype == "float16" and model.layers[0].kernel.dtype == "float32"
     history, moved = _train(model, keras.optimizers.LossScaleOptimizer(keras_zim.ZIM(learning_rate=0.3, seed=0)))
     assert isinstance(model.optimizer.inner_optimizer, keras_zim.ZIM)
@@ -61,7 +42,7 @@ def test_mixed_float16_with_loss_scaling_keeps_exact_integers(policy):
 
 def test_mixed_bfloat16_keeps_exact_integers(policy):
     policy("mixed_bfloat16")
-    model = _model()
+    model = toy.integer_model()
     assert model.layers[0].compute_dtype == "bfloat16"
     history, moved = _train(model, keras_zim.ZIM(learning_rate=0.3, seed=0))
     assert moved > 0 and np.all(np.isfinite(history["loss"]))

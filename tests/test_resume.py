@@ -16,16 +16,11 @@ import time
 import children
 import numpy as np
 import pytest
+import toy
 
 EPOCHS = 4
 BATCH = 16  # 64 rows: 4 steps per epoch
 KILL_AT = (2, 1)  # (epoch, batch), zero-based: after two backups, inside the third epoch
-
-
-def _data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 6)).astype("float32")
-    return x, (x[:, :3].argmax(1)).astype("int32")
 
 
 def _model():
@@ -33,18 +28,7 @@ def _model():
 
     import keras_zim
 
-    model = keras.Sequential(
-        [
-            keras.Input((6,)),
-            keras.layers.Dense(8, "relu"),
-            keras.layers.Dense(3),
-            keras.layers.LayerNormalization(center=False, scale=False),
-        ]
-    )
-    # Small integer kernels and zero biases, as Discrete gives, but drawn by
-    # NumPy: Discrete's sampler costs an XLA compile per kernel shape.
-    rng = np.random.default_rng(1)
-    model.set_weights([rng.integers(-2, 3, w.shape).astype("float32") if w.ndim > 1 else 0 * w for w in model.get_weights()])
+    model = toy.integer_model()
     # An explicit seed: BackupAndRestore restores weights and optimizer
     # variables, not the optimizer's config, so the restarted process must
     # build the same ZIM.
@@ -91,7 +75,7 @@ def _save_final(model, workdir):
 
 def _train_child(workdir, kill_at):
     model = _model()
-    x, y = _data()
+    x, y = toy.data()
     callbacks = _callbacks(workdir, kill_at)
     model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=callbacks)
     _save_final(model, workdir)
@@ -103,7 +87,7 @@ def _continue_child(workdir, checkpoint, initial_epoch):
     import keras_zim  # noqa: F401  (registers ZIM and Discrete for load_model)
 
     model = keras.models.load_model(checkpoint)
-    x, y = _data()
+    x, y = toy.data()
     model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, initial_epoch=initial_epoch, shuffle=False, verbose=0)
     _save_final(model, workdir)
 
@@ -176,7 +160,7 @@ def test_saved_keras_model_continues_exactly_like_the_original(tmp_path):
 
     import keras_zim
 
-    x, y = _data()
+    x, y = toy.data()
     model = _model()
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     model.save(tmp_path / "m.keras")
