@@ -146,6 +146,8 @@ def calibrate_batch_norm(model, images):
     restores the momenta. Other weights are not changed. Call it after
     training (and before each evaluation during training) when the moving
     averages are stale: the "precise BN" of Wu and Johnson (2021).
+    Inside `model.fit`, `keras_zim.callbacks.CalibrateBatchNorm(images)`
+    calls it before each validation pass and at the end of training.
 
     Why ZIM needs it: each ZIM step moves a fraction `r` of the weights by a
     whole grid unit. On the resnet with integer kernels (MNIST subset, `r =
