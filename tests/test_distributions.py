@@ -7,80 +7,18 @@ p-value above `P_MIN = 1e-4`; sample moments within `Z = 5` standard errors
 computed from the exact pmf (two-sided normal tail 5.7e-7). Seeds are fixed.
 """
 
-import heapq
-import itertools
 import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
-from scipy import stats
 
+from exact_law import P_MIN, Q3, Z, chisquare_pvalue, joint_counts, outcomes, two_sample_pvalue, zim_pmf
 from keras_zim.distributions import ZeroInflatedMultinomial
 from keras_zim.distributions import reference_sample
 
 tfd = tfp.distributions
-
-P_MIN = 1e-4
-Z = 5.0
-Q3 = np.array([0.2, 0.3, 0.5])
-
-
-def outcomes(n, k):
-    """Every x in N^k with sum(x) <= n, as an int array [m, k]."""
-    grid = np.array(list(itertools.product(range(n + 1), repeat=k)))
-    return grid[grid.sum(axis=1) <= n]
-
-
-def zim_pmf(x, n, r, q):
-    """Exact P(x) = Multinomial(n, [1 - r, r q]).pmf([n - sum(x), x]), SciPy."""
-    full = np.concatenate([n - x.sum(axis=-1, keepdims=True), x], axis=-1)
-    return stats.multinomial(n, np.concatenate([[1.0 - r], r * np.asarray(q)])).pmf(full)
-
-
-def pool(table, key, minimum):
-    """Merges the columns of smallest `key` until each has >= `minimum`."""
-    heap = [(e, i, table[:, i]) for i, e in enumerate(key)]
-    heapq.heapify(heap)
-    while len(heap) > 1 and heap[0][0] < minimum:
-        e0, i0, c0 = heapq.heappop(heap)
-        e1, _, c1 = heapq.heappop(heap)
-        heapq.heappush(heap, (e0 + e1, i0, c0 + c1))
-    return np.stack([c for _, _, c in heap], axis=1)
-
-
-def chisquare_pvalue(observed, probs):
-    """Pearson goodness of fit, cells of expected count < 5 pooled."""
-    observed = np.asarray(observed, np.float64)
-    assert observed[probs == 0].sum() == 0, "drew an outcome of probability zero"
-    keep = probs > 0
-    expected = observed.sum() * probs[keep] / probs[keep].sum()
-    table = pool(np.stack([observed[keep], expected]), expected, 5.0)
-    assert table.shape[1] >= 2
-    return stats.chisquare(table[0], table[1]).pvalue
-
-
-def two_sample_pvalue(first, second):
-    """Chi-square test that two count vectors over the same cells share a law.
-
-    Columns are pooled until each holds >= 10 draws in all, so that with the
-    two samples of equal size every expected cell count is >= 5.
-    """
-    table = np.stack([first, second]).astype(np.float64)
-    table = pool(table, table.sum(axis=0), 10.0)
-    assert table.shape[1] >= 2
-    return stats.chi2_contingency(table).pvalue
-
-
-def joint_counts(draws, n):
-    """Observed count of every outcome of `outcomes(n, k)`, in that order."""
-    draws = np.asarray(draws).astype(np.int64)
-    k = draws.shape[1]
-    radix = (n + 1) ** np.arange(k)
-    table = np.bincount(draws @ radix, minlength=(n + 1) ** k)
-    assert table.sum() == table[outcomes(n, k) @ radix].sum(), "a draw left the support"
-    return table[outcomes(n, k) @ radix]
 
 
 # ----------------------------------------------------------------------- shapes
