@@ -349,6 +349,7 @@ def reproduce(args, argv):
             integral_at_start = is_integral(model)
             began = time.time()
             model.fit(train, epochs=args.epochs, verbose=0 if args.quiet else 1,
+                      shuffle=False,  # the tf.data pipeline shuffles; Keras cannot shuffle a dataset
                       callbacks=[_evaluator(model, test, args.eval_every, record, calibration)])
             seconds = time.time() - began
             low, high = _weight_range(model)
