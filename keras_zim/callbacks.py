@@ -106,11 +106,8 @@ class ZIMMonitor(keras.callbacks.Callback):
         return int(keras.ops.convert_to_numpy(self._zim.iterations))
 
     def _trials(self):
-        sizes = [int(np.prod(v.shape)) for v in self.model.trainable_variables]
-        zim = self._zim
-        if zim.trials is None:
-            return sum(sizes)
-        return zim.trials * (len(sizes) if zim.scope == "variable" else 1)
+        trials = self._zim._trials  # one entry per variable, each scope's n
+        return sum(trials) if self._zim.scope == "variable" else trials[0]
 
     def _rate(self):
         rate = float(keras.ops.convert_to_numpy(self._zim.learning_rate))

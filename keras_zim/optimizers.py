@@ -34,7 +34,7 @@ def _nd_index(flat_index, shape):
     return tf.stack(columns, axis=1) if columns else tf.zeros([flat_index.shape[0], 0], tf.int32)
 
 
-def _move_in_place(gradients, variables, rate, seed, trials, smoothing, unit, chunk):
+def _move_in_place(gradients, variables, rate, seed, trials, smoothing, unit, chunk, relative_smoothing):
     """`w <- clip(w - unit * x * sign(g))` for all `variables`, as one scope.
 
     Draws `x` as `keras_zim.sampling.grid_moves` does (same seed, same
@@ -57,7 +57,7 @@ def _move_in_place(gradients, variables, rate, seed, trials, smoothing, unit, ch
             variable.scatter_nd_update(where, tf.clip_by_value(tf.gather_nd(variable.read_value(), where), -limit, limit))
         return state
 
-    sampling.draw_moves(flat, rate, seed, trials, smoothing, chunk, place, tf.constant(0))
+    sampling.draw_moves(flat, rate, seed, trials, smoothing, chunk, place, tf.constant(0), relative_smoothing)
 
 
 # Eager steps share one compiled mover. Inside a traced step each optimizer
@@ -121,13 +121,18 @@ class ZIM(keras.optimizers.Optimizer):
             parameters, `r` in [0.1, 1] came within 1 point of the best test
             accuracy while 0.01 lost 3-16 points, and at 0.1 every trained
             weight fit in int8 (|w| <= 56; up to 486 at `r = 1`).
-        trials: the number of trials `n`, a positive int, or None for the
-            number of parameters in the scope (`n = d`, the paper's setting).
+        trials: the number of trials `n`, a positive int, None for the
+            number of parameters in the scope (`n = d`, the paper's setting),
+            or `"root"` for `round(size ** (1 / ndim))` trials per variable
+            (with `scope="variable"`: the authors' per-parameter optimizer).
             Defaults to `None`: in the sweep only `n r` mattered (`n = d/10`
             at rate `r` trained like `n = d` at `r / 10`), and `n = d` keeps
             `r` meaning the same at every model size.
         smoothing: `c >= 0`; with `c > 0` every weight can move. Defaults to
             `1.0`.
+        relative_smoothing: if True, `c` is in units of the step's mean
+            `|g|` over the scope, so a fixed share `c / (1 + c)` of the trials
+            lands uniformly whatever the gradients' scale. Defaults to `False`.
         scope: `"global"` samples one multinomial over all trainable
             variables (the paper's rule); `"variable"` one per variable.
             Defaults to `"global"`.
@@ -169,6 +174,7 @@ class ZIM(keras.optimizers.Optimizer):
         trials=None,
         smoothing=1.0,
         scope="global",
+        relative_smoothing=False,
         unit=1.0,
         seed=None,
         name="zim",
@@ -182,12 +188,12 @@ class ZIM(keras.optimizers.Optimizer):
                 "zero-inflation rate), a LearningRateSchedule or a callable. "
                 f"Received: learning_rate={learning_rate}"
             )
-        if trials is not None and (
+        if trials is not None and trials != "root" and (
             isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials <= 0
         ):
             raise ValueError(
-                "Argument `trials` must be a positive integer or None (the "
-                f"number of parameters in the scope). Received: trials={trials}"
+                "Argument `trials` must be a positive integer, None (the number "
+                f"of parameters in the scope) or 'root'. Received: trials={trials!r}"
             )
         if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not 0 <= smoothing < math.inf:
             raise ValueError(
@@ -197,6 +203,16 @@ class ZIM(keras.optimizers.Optimizer):
         if scope not in SCOPES:
             raise ValueError(
                 f"Argument `scope` must be one of {SCOPES}. Received: scope={scope!r}"
+            )
+        if trials == "root" and scope != "variable":
+            raise ValueError(
+                "Argument `trials='root'` (round(size ** (1 / ndim)) per variable) "
+                f"needs scope='variable'. Received: scope={scope!r}"
+            )
+        if not isinstance(relative_smoothing, bool):
+            raise ValueError(
+                "Argument `relative_smoothing` must be True or False. "
+                f"Received: relative_smoothing={relative_smoothing!r}"
             )
         if not isinstance(unit, numbers.Real) or not _is_power_of_two(float(unit)):
             raise ValueError(
@@ -219,7 +235,8 @@ class ZIM(keras.optimizers.Optimizer):
                 f"ema_overwrite_frequency={kwargs['ema_overwrite_frequency']}"
             )
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        self.trials = None if trials is None else int(trials)
+        self.trials = trials if trials in (None, "root") else int(trials)
+        self.relative_smoothing = relative_smoothing
         self.smoothing = float(smoothing)
         self.scope = scope
         self.unit = float(unit)
@@ -236,7 +253,11 @@ class ZIM(keras.optimizers.Optimizer):
         sizes = [int(np.prod(v.shape)) for v in variables]
         if self.scope == "global":
             sizes = [sum(sizes)] * len(sizes)
-        self._chunks = [sampling.chunk_size(self.trials or size, rate) for size in sizes]
+        if self.trials == "root":
+            self._trials = [max(1, round(size ** (1 / len(v.shape)))) if v.shape else 1 for v, size in zip(variables, sizes)]
+        else:
+            self._trials = [self.trials or size for size in sizes]
+        self._chunks = [sampling.chunk_size(trials, rate) for trials in self._trials]
 
     def apply(self, grads, trainable_variables=None):
         # The global scope needs every gradient of the step: update_step
@@ -267,10 +288,11 @@ class ZIM(keras.optimizers.Optimizer):
         seed = tf.random.experimental.stateless_fold_in(
             tf.constant([self.seed, stream], tf.int32), tf.cast(self.iterations, tf.int32)
         )
-        chunk = self._chunks[max(stream, 0)]
+        chunk, trials = self._chunks[max(stream, 0)], self._trials[max(stream, 0)]
         variables = [v.value if isinstance(v, keras.Variable) else v for v in variables]
         _mover(self)(
-            list(gradients), variables, tf.convert_to_tensor(learning_rate), seed, self.trials, self.smoothing, self.unit, chunk
+            list(gradients), variables, tf.convert_to_tensor(learning_rate), seed, trials, self.smoothing, self.unit,
+            chunk, self.relative_smoothing,
         )
 
     def finalize_variable_values(self, var_list):
@@ -287,6 +309,7 @@ class ZIM(keras.optimizers.Optimizer):
                 "trials": self.trials,
                 "smoothing": self.smoothing,
                 "scope": self.scope,
+                "relative_smoothing": self.relative_smoothing,
                 "unit": self.unit,
                 "seed": self.seed,
             }

@@ -210,7 +210,7 @@ def _each_chunk(trials, chunk, draw_index, place, state):
     return tf.while_loop(more, body, (tf.constant(0), state))[1]
 
 
-def draw_trials(magnitudes, smoothing, total_count, rate, seed, chunk, place, state):
+def draw_trials(magnitudes, smoothing, total_count, rate, seed, chunk, place, state, relative=False):
     """Draws the passing trials of `ZIMultinomial(n, r, q)`, `q ~ |m| + c`, per row.
 
     `q` is the mixture `s / d + (1 - s) |m_i| / ||m||_1` with uniform share
@@ -233,6 +233,8 @@ def draw_trials(magnitudes, smoothing, total_count, rate, seed, chunk, place, st
             the same shape marking real trials; each live index is one
             trial landing on that category.
         state: the initial state (any nest of tensors).
+        relative: Python bool; if True, `c` is in units of the row's mean
+            `|m|` (the uniform share is `c / (1 + c)` whatever the scale).
 
     Returns:
         The final state. Rows whose magnitudes sum to zero, or hold a NaN or
@@ -240,7 +242,8 @@ def draw_trials(magnitudes, smoothing, total_count, rate, seed, chunk, place, st
     """
     rows, size = magnitudes.shape
     tree = _SumTree(magnitudes, lambda raw: tf.abs(tf.cast(raw, tf.float64)))
-    mass, spread = tree.total, smoothing * size
+    mass = tree.total
+    spread = smoothing * mass if relative else smoothing * size
     # A NaN or Inf makes the mass non-finite; a zero total has no direction.
     usable = tf.math.is_finite(mass) & (mass + spread > 0.0)
     share = tf.where(usable, spread / (mass + spread), 0.0)
@@ -326,7 +329,7 @@ def flat_gradients(gradients):
     return tf.concat(flat, axis=0), [f.shape[0] for f in flat]
 
 
-def draw_moves(flat, rate, seed, trials, smoothing, chunk, place, state):
+def draw_moves(flat, rate, seed, trials, smoothing, chunk, place, state, relative_smoothing=False):
     """Draws the ZIM trials for one scope's gradient `flat` (a vector).
 
     `q_i = (|g_i| + c) / (||g||_1 + c d)`, `x ~ ZIMultinomial(n, r, q)`:
@@ -339,7 +342,7 @@ def draw_moves(flat, rate, seed, trials, smoothing, chunk, place, state):
     one_row = lambda index, live, state: place(index[0], live[0], state)  # noqa: E731
     return draw_trials(
         flat[None], tf.constant(float(smoothing), tf.float64), tf.constant([float(trials)], tf.float64),
-        rate[None], seed, chunk, one_row, state,
+        rate[None], seed, chunk, one_row, state, relative_smoothing,
     )
 
 

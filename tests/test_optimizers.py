@@ -56,6 +56,34 @@ def test_one_step_by_hand_when_every_trial_must_land_on_one_weight(scope):
         assert bias[0] == 1.0
 
 
+def test_root_trials_are_round_size_to_the_one_over_ndim_per_variable():
+    # The authors' per-parameter optimizer: a (4, 9) kernel gets round(36 ** (1/2)) = 6
+    # trials, a (5,) bias round(5 ** 1) = 5; r = 1, c = 0 puts them all on the one
+    # non-zero gradient entry of each variable.
+    optimizer = keras_zim.ZIM(learning_rate=1.0, trials="root", smoothing=0.0, scope="variable", seed=0)
+    kernel_gradient = np.zeros((4, 9))
+    kernel_gradient[1, 2] = 1.0
+    kernel, bias = _apply(optimizer, [kernel_gradient, [0.0, 0.0, -1.0, 0.0, 0.0]], [np.zeros((4, 9)), np.zeros(5)])
+    assert kernel[1, 2] == -6.0 and np.count_nonzero(kernel) == 1
+    np.testing.assert_array_equal(bias, [0.0, 0.0, 5.0, 0.0, 0.0])
+
+
+def test_relative_smoothing_is_scale_free_and_follows_its_q():
+    # c = 1 in units of the mean |g|: q = (|g| / M + c / d) / (1 + c) = (0.625, 0.375)
+    # for g = (3, -1) at any scale. Powers of two scale every sum exactly, so the
+    # seeded draws are identical; the count on the first entry is Binomial(4000, 0.625):
+    # 5 standard deviations (30.6) bound it with two-sided tail 6e-7.
+    moves = []
+    for scale in (2.0**-20, 1.0, 2.0**20):
+        optimizer = keras_zim.ZIM(learning_rate=1.0, trials=4000, smoothing=1.0, relative_smoothing=True, seed=3)
+        (w,) = _apply(optimizer, [[3.0 * scale, -1.0 * scale]], [[0.0, 0.0]])
+        moves.append(w)
+    np.testing.assert_array_equal(moves[0], moves[1])
+    np.testing.assert_array_equal(moves[1], moves[2])
+    assert moves[1][1] - moves[1][0] == 4000.0
+    assert abs(-moves[1][0] - 4000 * 0.625) <= 5 * math.sqrt(4000 * 0.625 * 0.375)
+
+
 def test_unit_scales_the_move():
     optimizer = keras_zim.ZIM(learning_rate=1.0, trials=3, smoothing=0.0, unit=0.25, seed=0)
     (w,) = _apply(optimizer, [[0.0, -1.0]], [[0.5, 0.5]])
@@ -223,12 +251,14 @@ def test_fit_on_real_mnist_lowers_the_loss_and_keeps_integers(scope):
 
 def test_config_round_trip_keeps_every_argument():
     optimizer = keras_zim.ZIM(
-        learning_rate=0.125, trials=7, smoothing=0.5, scope="variable", unit=0.5, seed=9, clipnorm=2.0
+        learning_rate=0.125, trials=7, smoothing=0.5, scope="variable", relative_smoothing=True, unit=0.5, seed=9,
+        clipnorm=2.0,
     )
     config = optimizer.get_config()
     clone = keras_zim.ZIM.from_config(config)
     assert clone.get_config() == config
-    for key, value in dict(trials=7, smoothing=0.5, scope="variable", unit=0.5, seed=9, clipnorm=2.0).items():
+    expected = dict(trials=7, smoothing=0.5, scope="variable", relative_smoothing=True, unit=0.5, seed=9, clipnorm=2.0)
+    for key, value in expected.items():
         assert config[key] == value
     assert config["learning_rate"] == pytest.approx(0.125)
 
@@ -380,6 +410,9 @@ def test_non_finite_gradient_skips_the_step_for_its_scope(bad):
         (dict(unit=-0.5), "`unit`"),
         (dict(scope="layer"), "`scope` must be one of \\('global', 'variable'\\)"),
         (dict(seed="x"), "`seed` must be an int or None"),
+        (dict(trials="all"), "`trials` must be a positive integer, None .* or 'root'"),
+        (dict(trials="root"), "`trials='root'`.* needs scope='variable'"),
+        (dict(relative_smoothing=1), "`relative_smoothing` must be True or False"),
         (dict(weight_decay=0.01), "`weight_decay` is not supported"),
         (dict(use_ema=True, ema_overwrite_frequency=10), "`ema_overwrite_frequency` must be None"),
     ],
