@@ -3,6 +3,7 @@
 import math
 import numbers
 import random
+import warnings
 import weakref
 
 import keras
@@ -21,49 +22,35 @@ def _is_power_of_two(value):
     return math.isfinite(value) and value > 0 and mantissa == 0.5
 
 
+_DIGITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}
+
+
 def _exact_limit(dtype, unit):
     """Largest |w| whose neighbours on the grid are exact in `dtype`."""
-    digits = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}[dtype]
-    return unit * 2.0**digits
+    return unit * 2.0 ** _DIGITS[dtype]
 
 
-def _nd_index(flat_index, shape):
-    """Row-major flat indices `[k]` as `[k, rank]` indices into `shape`."""
-    strides = np.cumprod([1] + list(shape)[:0:-1])[::-1]
-    columns = [flat_index // int(stride) % int(dim) for stride, dim in zip(strides, shape)]
-    return tf.stack(columns, axis=1) if columns else tf.zeros([flat_index.shape[0], 0], tf.int32)
+def _move_all(gradients, variables, rate, seed, scope, trials, smoothing, unit, slots, relative_smoothing):
+    """`w <- w - unit * x * sign(g)` for all `variables`, `x` drawn per `scope`.
 
-
-def _move_in_place(gradients, variables, rate, seed, trials, smoothing, unit, chunk, relative_smoothing):
-    """`w <- clip(w - unit * x * sign(g))` for all `variables`, as one scope.
-
-    Draws `x` as `keras_zim.sampling.grid_moves` does (same seed, same
-    draw) but writes each trial straight into its variable: O(trials) writes,
-    no O(d) move tensor. Every entry a trial reaches is clipped to the
-    largest magnitude the dtype holds exactly on the grid.
+    Draws `x` as `keras_zim.sampling.grid_moves` does for the global scope
+    (same seed, same draw), then applies it with one dense update per
+    variable; every entry that moves is clipped to the largest magnitude the
+    dtype holds exactly on the grid.
     """
-    flat, sizes = sampling.flat_gradients(gradients)
-    starts = np.cumsum([0] + sizes[:-1])
-
-    def place(index, live, state):
-        direction = tf.sign(tf.gather(flat, index)) * unit
-        for variable, start, size in zip(variables, starts, sizes):
-            local = index - int(start)
-            mine = live & (local >= 0) & (local < size)
-            where = _nd_index(tf.where(mine, local, 0), variable.shape)
-            step = tf.where(mine, tf.cast(direction, variable.dtype), tf.zeros([], variable.dtype))
-            variable.scatter_nd_sub(where, step)
-            limit = _exact_limit(variable.dtype.name, unit)
-            variable.scatter_nd_update(where, tf.clip_by_value(tf.gather_nd(variable.read_value(), where), -limit, limit))
-        return state
-
-    sampling.draw_moves(flat, rate, seed, trials, smoothing, chunk, place, tf.constant(0), relative_smoothing)
+    counts, sizes = sampling.scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative_smoothing)
+    for variable, gradient, count in zip(variables, gradients, tf.split(counts, sizes)):
+        count = tf.reshape(count, variable.shape)
+        limit = _exact_limit(variable.dtype.name, unit)
+        step = tf.cast(count, variable.dtype) * tf.sign(tf.cast(gradient, variable.dtype)) * unit
+        moved = tf.clip_by_value(variable - step, -limit, limit)
+        variable.assign(tf.where(count > 0, moved, variable))
 
 
 # Eager steps share one compiled mover. Inside a traced step each optimizer
 # gets its own: a nested function shared across optimizers can be reused by a
 # later trace while still referring to an earlier model's (deleted) variables.
-_eager_mover = tf.function(_move_in_place, jit_compile=True, autograph=False)
+_eager_mover = tf.function(_move_all, jit_compile=True, autograph=False)
 _traced_movers = weakref.WeakKeyDictionary()
 
 
@@ -71,8 +58,17 @@ def _mover(optimizer):
     if not tf.inside_function():
         return _eager_mover
     if optimizer not in _traced_movers:
-        _traced_movers[optimizer] = tf.function(_move_in_place, jit_compile=True, autograph=False)
+        _traced_movers[optimizer] = tf.function(_move_all, jit_compile=True, autograph=False)
     return _traced_movers[optimizer]
+
+
+def _name(variable):
+    return getattr(variable, "path", variable.name)
+
+
+def _on_grid(variable, unit):
+    steps = np.asarray(keras.ops.convert_to_numpy(variable), np.float64) / unit
+    return bool(np.all(steps == np.round(steps)))
 
 
 @keras.saving.register_keras_serializable(package="keras_zim")
@@ -247,52 +243,68 @@ class ZIM(keras.optimizers.Optimizer):
     def build(self, variables):
         if self.built:
             return
+        for variable in variables:
+            dtype = keras.backend.standardize_dtype(variable.dtype)
+            if dtype not in _DIGITS:
+                raise ValueError(
+                    f"ZIM trains float variables ({', '.join(_DIGITS)}); variable "
+                    f"`{_name(variable)}` has dtype {dtype}."
+                )
         super().build(variables)
-        with tf.init_scope():  # the current rate sizes the sampler's chunks
+        with tf.init_scope():  # the current rate sizes the sampler's loop steps
             rate = float(np.clip(keras.ops.convert_to_numpy(self.learning_rate), 0.0, 1.0))
+            off_grid = [_name(v) for v in variables if not _on_grid(v, self.unit)]
+        if off_grid:
+            warnings.warn(
+                f"ZIM moves weights by whole multiples of unit={self.unit}, so weights that start off "
+                f"that grid stay off it: {', '.join(off_grid[:5])}{' ...' if len(off_grid) > 5 else ''}. "
+                "Start them on it with keras_zim.initializers.Discrete.",
+                stacklevel=2,
+            )
         sizes = [int(np.prod(v.shape)) for v in variables]
-        if self.scope == "global":
-            sizes = [sum(sizes)] * len(sizes)
         if self.trials == "root":
             self._trials = [max(1, round(size ** (1 / len(v.shape)))) if v.shape else 1 for v, size in zip(variables, sizes)]
+        elif self.scope == "global":
+            self._trials = [self.trials or sum(sizes)] * len(sizes)
         else:
             self._trials = [self.trials or size for size in sizes]
-        self._chunks = [sampling.chunk_size(trials, rate) for trials in self._trials]
+        self._slots = [sampling.chunk_size(trials, rate) for trials in self._trials]
 
     def apply(self, grads, trainable_variables=None):
-        # The global scope needs every gradient of the step: update_step
-        # collects them and moves all variables once the last one arrives.
+        # update_step collects the step's gradients and moves all variables
+        # once the last one arrives: one draw for every scope of the step.
         self._pending = {}
         self._expected_updates = sum(g is not None for g in grads)
         result = super().apply(grads, trainable_variables)
         if self._pending:
             raise RuntimeError(
-                "ZIM(scope='global') received fewer gradients than expected; "
-                "use scope='variable' with this training setup."
+                "ZIM received fewer gradients than `apply` was given; call "
+                "`optimizer.apply(grads, variables)` with all of a step's gradients."
             )
         return result
 
     def update_step(self, gradient, variable, learning_rate):
-        gradient = tf.convert_to_tensor(gradient)
-        if self.scope == "variable":
-            self._move([gradient], [variable], learning_rate, self._get_variable_index(variable))
-            return
         pending = self._pending.setdefault(variable.device, [])
-        pending.append((gradient, variable))
+        pending.append((tf.convert_to_tensor(gradient), variable))
         if len(pending) == self._expected_updates:
             del self._pending[variable.device]
             gradients, variables = zip(*pending)
-            self._move(gradients, variables, learning_rate, -1)
+            self._move(gradients, variables, learning_rate)
 
-    def _move(self, gradients, variables, learning_rate, stream):
+    def _move(self, gradients, variables, learning_rate):
+        stream = -1 if self.scope == "global" else -2
         seed = tf.random.experimental.stateless_fold_in(
             tf.constant([self.seed, stream], tf.int32), tf.cast(self.iterations, tf.int32)
         )
-        chunk, trials = self._chunks[max(stream, 0)], self._trials[max(stream, 0)]
+        index = [self._get_variable_index(v) for v in variables]
+        if self.scope == "global":
+            trials, slots = [self._trials[index[0]]], [self._slots[index[0]]]
+        else:
+            trials, slots = [self._trials[i] for i in index], [self._slots[i] for i in index]
         variables = [v.value if isinstance(v, keras.Variable) else v for v in variables]
         _mover(self)(
-            list(gradients), variables, tf.convert_to_tensor(learning_rate), seed, trials, self.smoothing, self.unit,
-            chunk, self.relative_smoothing,
+            list(gradients), variables, tf.convert_to_tensor(learning_rate), seed, self.scope, trials,
+            self.smoothing, self.unit, slots, self.relative_smoothing,
         )
 
     def finalize_variable_values(self, var_list):

@@ -1,46 +1,40 @@
 """The exact zero-inflated multinomial sampler: pure tensor functions.
 
 Everything in keras_zim that draws (the optimizer, the distribution and the
-initialiser) goes through `draw_trials`: it draws only the passing trials and
-hands them, a chunk of category indices at a time, to a `place` function.
-`sample_counts` and `grid_moves` add them up into dense counts and moves; the
-optimizer writes each one straight into its variable. Data flows one way:
-gradient -> weights -> trials -> counts or moves.
+initialiser) goes through `draw_counts`: one call draws the counts of every
+segment of a flat vector (one segment for ZIM's global scope, one per
+variable for its variable scope, one per row for the distribution) into one
+int32 count vector. Data flows one way: magnitudes -> segment masses ->
+trial counts -> trial positions -> counts.
 
 #### Mathematical details
 
-For non-negative weights `w` (for ZIM, `w_i = |g_i| + c`), `q = w / sum(w)`,
-trials `n` and rate `r`:
+For a segment's non-negative weights `w` (for ZIM, `w_i = |g_i| + c`),
+`q = w / sum(w)`, trials `n` and rate `r`:
 
 ```none
 x ~ Multinomial(n, [1 - r, r q_1, ..., r q_d]),  the no-op count x_0 dropped.
 ```
 
-It is drawn exactly, in two stages that compose to that law:
+It is drawn exactly, in stages that compose to that law:
 
-1. The number of passing trials `N ~ Binomial(n, r)`: the gaps between passing
-   trials are Geometric(r), `G = 1 + floor(log(V) / log(1 - r))` with
-   `V ~ Uniform(0, 1]`, and `N` counts the partial sums of gaps that stay
-   `<= n`. Gaps are drawn `chunk` at a time until a partial sum passes `n`,
-   so any `N` is exact and one chunk almost always suffices.
-2. Given `N`, each passing trial lands on `i` with probability `q_i`, by the
-   inverse CDF in float64: `u ~ Uniform[0, sum(w))` walks down a 16-ary tree
-   of partial sums (about log16(d) levels), at each level picking the child
-   whose cumulative sum first exceeds `u`. Trials are placed `chunk` at a
-   time, so memory is O(chunk * 16 + d), never O(n d).
+1. The passing trials `N ~ Binomial(n, r)`, then how many of them are
+   uniform, `U ~ Binomial(N, s)`: `q` is the mixture
+   `s / d + (1 - s) |m_i| / ||m||_1` with uniform share
+   `s = c d / (||m||_1 + c d)`. Binomials are drawn exactly, by inversion for
+   `n p < 10` and by Hormann's BTRS rejection otherwise: O(1) per segment,
+   whatever `n`.
+2. The `U` uniform trials land on `floor(u d)`, `u ~ Uniform[0, 1)`: no search.
+3. The `N - U` searched trials land on `i` with probability `|m_i| / ||m||_1`
+   by the inverse CDF in float64: `u ~ Uniform[0, ||m||_1)` walks down a
+   16-ary tree of the segment's partial sums (log16(d) levels).
 
-Both stages are one search: "how many leading entries have an inclusive
-prefix sum <= t", answered by `_SumTree.count_at_most`. The tree keeps only
-block sums, never a prefix-sum array: XLA lowers `tf.cumsum` to a
-reduce-window that is far slower than this on CPU. Each level costs one
-gather of 16 children and 16 elementwise steps per trial; why the levels are
-walked in a loop is in `count_at_most` (docs/sampler.md has the numbers).
-
-Rows whose weights sum to zero have no direction and get zero counts, as do
-rows holding a NaN or Inf (their total is not finite: the optimizer's skipped
-step). The inverse CDF is exact up to float64 rounding of the partial sums
-(relative error about 1e-16 per boundary); float32 sums would distort q by up
-to 12% at d = 1e6.
+Every trial is one scatter-add into the count vector: O(d) to build the
+trees, O(1) per uniform trial and O(log d) per searched trial, independent of
+the number of segments. Segments whose weights sum to zero, or hold a NaN or
+Inf, get zero counts (the optimizer's skipped step). The inverse CDF is exact
+up to float64 rounding of the partial sums (relative error about 1e-16 per
+boundary); docs/sampler.md has the design and the measurements.
 """
 
 import math
@@ -49,21 +43,21 @@ import numpy as np
 import tensorflow as tf
 
 __all__ = [
+    "binomial",
     "chunk_size",
-    "sample_counts",
-    "draw_trials",
-    "draw_moves",
+    "draw_counts",
     "flat_gradients",
     "grid_moves",
+    "sample_counts",
 ]
 
 _FANOUT = 16
-MAX_CHUNK = 1 << 16
+MAX_CHUNK = 1 << 24
 SEARCH_CHUNK = 1 << 12
 
 
 def chunk_size(total_count, rate):
-    """Static number of trials drawn per loop iteration.
+    """Static number of trials of a segment placed per loop iteration.
 
     `n r + 8 sqrt(n r) + 16` covers `N ~ Binomial(n, r)` in one iteration
     except with probability below 1e-15; capped at `n` and `MAX_CHUNK`.
@@ -87,28 +81,190 @@ def _uniform(shape, seed, stream, step):
     return tf.random.stateless_uniform(shape, key, dtype=tf.float64, alg="philox")
 
 
-class _SumTree:
-    """A 16-ary tree of float64 sums over each row of `leaves`.
+# ------------------------------------------------------------------ binomials
 
-    `weight(raw)` turns leaf values into float64 weights, with
-    `weight(0) = 0` (the zero padding to a multiple of 16). The leaves stay
-    as given, grouped `[rows, groups, 16]`; the levels above hold the sums
-    of 16 entries of the one below, up to a single root per row, and are
-    stacked top first in one `[nodes, 16]` table so that one loop walks them.
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+# log(k!) minus its Stirling approximation, exactly for small k.
+_STIRLING_TABLE = [math.lgamma(k + 1.0) - ((k + 0.5) * math.log(k + 1.0) - (k + 1.0) + _LOG_SQRT_2PI) for k in range(10)]
+
+
+def _stirling_error(k):
+    """`log(k!) - ((k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2)`, float64."""
+    table = tf.gather(tf.constant(_STIRLING_TABLE, tf.float64), tf.cast(tf.clip_by_value(k, 0.0, 9.0), tf.int32))
+    x = 1.0 / (k + 1.0)
+    x2 = x * x
+    series = (1.0 / 12.0 - (1.0 / 360.0 - x2 / 1260.0) * x2) * x
+    return tf.where(k < 10.0, table, series)
+
+
+def _binomial_inversion(count, prob, seed):
+    """Binomial by sequential inversion of the CDF; for `n p < 10`."""
+    u = _uniform(tf.shape(count), seed, 0, 0)
+    ratio = prob / (1.0 - prob)
+    pmf = tf.exp(count * tf.math.log1p(-prob))
+
+    def more(k, pmf, cdf):
+        return tf.reduce_any((u >= cdf) & (k < count) & (pmf > 0.0))
+
+    def step(k, pmf, cdf):
+        going = (u >= cdf) & (k < count) & (pmf > 0.0)
+        nxt = pmf * ratio * (count - k) / (k + 1.0)
+        return tf.where(going, k + 1.0, k), tf.where(going, nxt, pmf), tf.where(going, cdf + nxt, cdf)
+
+    return tf.while_loop(more, step, (tf.zeros_like(count), pmf, pmf))[0]
+
+
+def _binomial_btrs(count, prob, seed):
+    """Binomial by transformed rejection with squeeze (Hormann 1993, BTRS); `n p >= 10`, `p <= 1/2`."""
+    n, p = count, prob
+    spq = tf.sqrt(n * p * (1.0 - p))
+    b = 1.15 + 2.53 * spq
+    a = -0.0873 + 0.0248 * b + 0.01 * p
+    c = n * p + 0.5
+    v_r = 0.92 - 4.2 / b
+    alpha = (2.83 + 5.1 / b) * spq
+    odds = p / (1.0 - p)
+    m = tf.floor((n + 1.0) * p)
+    fixed = (
+        (m + 0.5) * tf.math.log((m + 1.0) / (odds * (n - m + 1.0)))
+        + _stirling_error(m)
+        + _stirling_error(n - m)
+    )
+
+    def more(step, k, done):
+        return tf.reduce_any(~done)
+
+    def attempt(step, k, done):
+        u = _uniform(tf.shape(n), seed, 1, step) - 0.5
+        v = _uniform(tf.shape(n), seed, 2, step)
+        us = 0.5 - tf.abs(u)
+        candidate = tf.floor((2.0 * a / us + b) * u + c)
+        inside = (candidate >= 0.0) & (candidate <= n)
+        squeeze = (us >= 0.07) & (v <= v_r)
+        safe = tf.clip_by_value(candidate, 0.0, n)
+        bound = (
+            fixed
+            + (n + 1.0) * tf.math.log((n - m + 1.0) / (n - safe + 1.0))
+            + (safe + 0.5) * tf.math.log(odds * (n - safe + 1.0) / (safe + 1.0))
+            - _stirling_error(safe)
+            - _stirling_error(n - safe)
+        )
+        accept = inside & (squeeze | (tf.math.log(v * alpha / (a / (us * us) + b)) <= bound))
+        take = accept & ~done
+        return step + 1, tf.where(take, candidate, k), done | accept
+
+    start = (tf.constant(0), tf.zeros_like(n), tf.zeros(tf.shape(n), tf.bool))
+    return tf.while_loop(more, attempt, start)[1]
+
+
+def binomial(count, prob, seed):
+    """Exact `Binomial(count, prob)` draws, elementwise, as float64.
+
+    Inversion where `count * min(p, 1 - p) < 10`, BTRS rejection elsewhere;
+    both exact up to float64 rounding. `count` must be whole and `>= 0`;
+    `prob` is clipped into [0, 1].
+
+    Args:
+        count: float64 tensor of trial counts.
+        prob: float64 tensor of success probabilities, same shape.
+        seed: stateless seed, int32 `[2]`.
+
+    Returns:
+        float64 tensor of whole numbers in `[0, count]`.
+    """
+    prob = tf.clip_by_value(prob, 0.0, 1.0)
+    flip = prob > 0.5
+    p = tf.where(flip, 1.0 - prob, prob)
+    small = count * p < 10.0
+    zero = tf.zeros_like(count)
+    inverted = _binomial_inversion(tf.where(small, count, zero), tf.where(small, p, zero), seed)
+    key = tf.random.experimental.stateless_fold_in(seed, 1)
+    rejected = _binomial_btrs(tf.where(small, tf.constant(20.0, tf.float64), count), tf.where(small, tf.constant(0.5, tf.float64), p), key)
+    draws = tf.where(small, inverted, rejected)
+    draws = tf.where((p > 0.0) & (count > 0.0), draws, zero)
+    return tf.where(flip, count - draws, draws)
+
+
+# ------------------------------------------------------------ segment trees
+
+
+class _Layout:
+    """Static segments of a flat vector: groups of equal-sized, contiguous segments.
+
+    `groups` is a list of `(start, count, size)`: `count` segments of `size`
+    cells each, the first at `start`. The flat vector is their concatenation
+    in any order; cells outside every segment are never drawn.
     """
 
-    def __init__(self, leaves, weight):
-        self.rows, self.size = leaves.shape
-        self.weight = weight
-        self.leaves = self._grouped(leaves)
-        sums = tf.reduce_sum(weight(self.leaves), axis=-1)
-        upper = []
-        while sums.shape[1] > 1:
-            upper.insert(0, self._grouped(sums))
-            sums = tf.reduce_sum(upper[0], axis=-1)
-        self.total = sums[:, 0]
-        self.groups = [level.shape[1] for level in upper]
-        self.table = tf.concat([tf.reshape(level, [-1, _FANOUT]) for level in upper] + [tf.zeros([0, _FANOUT], tf.float64)], axis=0)
+    def __init__(self, groups):
+        self.groups = [(int(a), int(b), int(c)) for a, b, c in groups]
+        self.count = sum(count for _, count, _ in self.groups)
+        starts = [start + j * size for start, count, size in self.groups for j in range(count)]
+        sizes = [size for _, count, size in self.groups for _ in range(count)]
+        self.starts = np.asarray(starts, np.int32)
+        self.sizes = np.asarray(sizes, np.int64)
+
+
+class _SegmentTree:
+    """16-ary float64 sum trees, one per segment, walked together.
+
+    The leaves are the cells themselves, read in place; the first level holds
+    the sums of 16 consecutive cells, each level above the sums of 16 entries
+    of the one below (zero-padded), up to one root per segment. Shallower
+    segments get single-child levels on top, so that every segment has
+    `depth` levels and one `tf.while_loop` walks them all; the levels sit top
+    first in one `[nodes, 16]` table, indexed by per-segment offsets.
+    """
+
+    def __init__(self, values, layout, weight):
+        self.weight, self.values = weight, values
+        per_group = []  # per group: (blocks per segment, upper levels top first, totals)
+        for start, count, size in layout.groups:
+            cells = tf.reshape(values[start : start + count * size], [count, size])
+            sums = self._block_sums(weight(cells))
+            blocks, upper = sums.shape[1], []
+            while sums.shape[1] > 1:
+                upper.insert(0, self._grouped(sums))
+                sums = tf.reduce_sum(upper[0], axis=-1)
+            per_group.append((blocks, upper, sums[:, 0]))
+        self.total = tf.concat([total for _, _, total in per_group], axis=0)
+        self.depth = max(len(upper) for _, upper, _ in per_group)
+        pieces, starts = [], np.zeros([self.depth, layout.count], np.int32)
+        widths = np.zeros([self.depth + 1, layout.count], np.int32)
+        offset = 0
+        for level in range(self.depth):
+            first = 0
+            for (blocks, upper, total), (_, count, _) in zip(per_group, layout.groups):
+                missing = self.depth - len(upper)
+                if level < missing:  # a single child holding the whole total
+                    nodes = tf.pad(total[:, None, None], [[0, 0], [0, 0], [0, _FANOUT - 1]])
+                else:
+                    nodes = upper[level - missing]
+                starts[level, first : first + count] = offset + np.arange(count) * nodes.shape[1]
+                widths[level, first : first + count] = nodes.shape[1]
+                pieces.append(tf.reshape(nodes, [-1, _FANOUT]))
+                offset += count * nodes.shape[1]
+                first += count
+        first = 0
+        for (blocks, _, _), (_, count, _) in zip(per_group, layout.groups):
+            widths[self.depth, first : first + count] = blocks
+            first += count
+        self.table = tf.concat(pieces + [tf.zeros([0, _FANOUT], tf.float64)], axis=0)
+        self.starts, self.widths = tf.constant(starts), tf.constant(widths)
+        self.cell_starts = tf.constant(layout.starts)
+        self.sizes = tf.constant(layout.sizes.astype(np.int32))
+
+    @staticmethod
+    def _block_sums(cells):
+        """`[rows, ceil(n/16)]` sums of 16 consecutive entries of `[rows, n]`, without a padded copy."""
+        rows, size = cells.shape
+        whole = size // _FANOUT * _FANOUT
+        parts = []
+        if whole:
+            parts.append(tf.reduce_sum(tf.reshape(cells[:, :whole], [rows, whole // _FANOUT, _FANOUT]), axis=-1))
+        if whole < size:
+            parts.append(tf.reduce_sum(cells[:, whole:], axis=-1, keepdims=True))
+        return tf.concat(parts, axis=1) if len(parts) > 1 else parts[0]
 
     @staticmethod
     def _grouped(values):
@@ -136,147 +292,133 @@ class _SumTree:
             passed = tf.where(at_most, end, passed)
         return tf.minimum(chosen, _FANOUT - 1), passed
 
-    def count_at_most(self, target):
-        """Per `[rows, T]` target t: how many leading leaves have prefix sum <= t.
+    def locate(self, segment, target):
+        """The cell `[T]` of each target: the first whose inclusive prefix sum exceeds it.
 
-        Equals `size` when `t >= total`. Walks from the root to the leaves,
-        subtracting the sums of the children passed over at each level. The
-        levels are walked in a `tf.while_loop` on purpose: its carried node
-        and remainder are kept in memory, where straight-line code lets XLA
-        fuse each level's 16 steps into the next level's gather and redo them
-        for every one of the 16 children, level after level (4-7x slower
-        at d = 1e7).
+        `segment` is int32 `[T]`, `target` float64 `[T]` in `[0, total)` of
+        its segment. Walks from the roots to the leaves, subtracting the sums
+        of the children passed over. The levels are walked in a
+        `tf.while_loop` on purpose: straight-line code lets XLA fuse each
+        level's 16 steps into the next level's gather and redo them for every
+        one of the 16 children (4-7x slower at d = 1e7).
         """
-        shape = tf.shape(target)
-        row = tf.reshape(tf.range(self.rows)[:, None] + tf.zeros(shape, tf.int32), [-1])
-        start = tf.constant(np.cumsum([0] + self.groups[:-1]) * self.rows, tf.int32)  # each level's first row
-        groups = tf.constant(self.groups + [self.leaves.shape[1]], tf.int32)
 
         def level(depth, node, remaining):
-            children = tf.gather(self.table, start[depth] + row * groups[depth] + node)
+            children = tf.gather(self.table, tf.gather(self.starts[depth], segment) + node)
             chosen, passed = self._descend(children, remaining)
-            # A target at or past the total runs off the padded end: stay in range.
-            return depth + 1, tf.minimum(node * _FANOUT + chosen, groups[depth + 1] - 1), remaining - passed
+            below = tf.gather(self.widths[depth + 1], segment) - 1
+            return depth + 1, tf.minimum(node * _FANOUT + chosen, below), remaining - passed
 
-        node = tf.zeros_like(row)
-        remaining = tf.reshape(target, [-1])
-        if self.groups:
-            _, node, remaining = tf.while_loop(
-                lambda depth, node, remaining: depth < len(self.groups), level, (tf.constant(0), node, remaining)
+        node = tf.zeros_like(segment)
+        if self.depth:
+            _, node, target = tf.while_loop(
+                lambda depth, node, remaining: depth < self.depth, level, (tf.constant(0), node, target)
             )
-        leaves = tf.reshape(self.leaves, [-1, _FANOUT])
-        children = self.weight(tf.gather(leaves, row * self.leaves.shape[1] + node))
-        chosen, _ = self._descend(children, remaining)
-        node = tf.reshape(node * _FANOUT + chosen, shape)
-        return tf.where(target >= self.total[:, None], self.size, tf.minimum(node, self.size - 1))
+        # The leaves are read in place: 16 cells from the segment's start, zero past its end.
+        cell = node[:, None] * _FANOUT + tf.range(_FANOUT)[None, :]
+        inside = cell < tf.gather(self.sizes, segment)[:, None]
+        flat = tf.gather(self.cell_starts, segment)[:, None] + tf.where(inside, cell, 0)
+        children = tf.where(inside, self.weight(tf.gather(self.values, flat)), tf.zeros([], tf.float64))
+        chosen, _ = self._descend(children, target)
+        return node * _FANOUT + chosen
 
 
-def _passing_trials(total_count, rate, seed, stream, chunk):
-    """N ~ Binomial(n, r) per row, by counting Geometric(r) gaps up to n."""
-    rows = total_count.shape[0]
-    log_fail = tf.math.log1p(-rate)[:, None]
-
-    def more(step, position, count):
-        return tf.reduce_any(position <= total_count)
-
-    def draw(step, position, count):
-        v = 1.0 - _uniform([rows, chunk], seed, stream, step)
-        gaps = 1.0 + tf.math.floor(tf.math.log(v) / log_fail)
-        gaps = tf.where(rate[:, None] > 0.0, gaps, math.inf)
-        tree = _SumTree(gaps, tf.identity)
-        room = (total_count - position)[:, None]
-        count += tf.where(room[:, 0] >= 0.0, tree.count_at_most(room)[:, 0], 0)
-        return step + 1, position + tree.total, count
-
-    start = (tf.constant(0), tf.zeros_like(total_count), tf.zeros([rows], tf.int32))
-    return tf.while_loop(more, draw, start)[2]
+# ------------------------------------------------------------------- drawing
 
 
-def _each_chunk(trials, chunk, draw_index, place, state):
-    """Hands `trials[row]` trials per row to `place`, `chunk` at a time.
+def _place_uniform(counts, layout, uniform, slots, seed):
+    """Adds `uniform[s]` uniform trials to each segment `s`, `slots[g]` per segment of group `g` a round."""
+    dump = counts.shape[0] - 1
+    bounds = [0] + list(np.cumsum([count for _, count, _ in layout.groups]))
 
-    `draw_index(step)` gives `[rows, chunk]` leaf indices for loop step
-    `step`; `place(index, live, state)` returns the new state, where `live`
-    marks the indices that are real trials (the rest of the last chunk is not).
-    """
+    slot_per_segment = tf.constant(
+        np.concatenate([np.full(count, k, np.float64) for (_, count, _), k in zip(layout.groups, slots)]), tf.float64
+    )
 
-    def more(step, state):
-        return tf.reduce_any(step * chunk < trials)
+    def more(step, counts):
+        return tf.reduce_any(tf.cast(step, tf.float64) * slot_per_segment < uniform)
 
-    def body(step, state):
-        live = step * chunk + tf.range(chunk)[None, :] < trials[:, None]
-        return step + 1, place(draw_index(step), live, state)
+    def body(step, counts):
+        indices = []
+        for g, ((start, count, size), k) in enumerate(zip(layout.groups, slots)):
+            u = _uniform([count, k], seed, 3 + g, step)
+            local = tf.minimum(tf.cast(tf.floor(u * size), tf.int32), size - 1)
+            rank = tf.cast(step * k + tf.range(k), tf.float64)
+            live = rank[None, :] < uniform[bounds[g] : bounds[g + 1], None]
+            cell = start + tf.range(count)[:, None] * size + local
+            indices.append(tf.reshape(tf.where(live, cell, dump), [-1]))
+        index = tf.concat(indices, axis=0)
+        return step + 1, tf.tensor_scatter_nd_add(counts, index[:, None], tf.ones_like(index))
 
-    return tf.while_loop(more, body, (tf.constant(0), state))[1]
+    return tf.while_loop(more, body, (tf.constant(0), counts))[1]
 
 
-def draw_trials(magnitudes, smoothing, total_count, rate, seed, chunk, place, state, relative=False):
-    """Draws the passing trials of `ZIMultinomial(n, r, q)`, `q ~ |m| + c`, per row.
+def _place_searched(counts, layout, tree, searched, seed, chunk):
+    """Adds `searched[s]` trials to each segment `s`, landing on cell `i` with probability `|m_i| / ||m||_1`."""
+    dump = counts.shape[0] - 1
+    total = tf.reduce_sum(searched)
+    if layout.count > 1:  # which segment each trial belongs to: a tree over the segments' counts
+        owners = _SegmentTree(searched, _Layout([(0, 1, layout.count)]), tf.identity)
 
-    `q` is the mixture `s / d + (1 - s) |m_i| / ||m||_1` with uniform share
-    `s = c d / (||m||_1 + c d)`, so each trial is a no-op (1 - r), a uniform
-    trial (r s: one random index, no search) or a searched trial (r (1 - s):
-    the inverse CDF of |m| on the sum tree). With the default smoothing and
-    gradients well below 1 in magnitude nearly every trial is uniform. Only
-    the passing trials are drawn: O(d) to build the tree, then O(log d) per
-    trial, never O(n).
+    def more(step, counts):
+        return tf.cast(step * chunk, tf.float64) < total
+
+    def body(step, counts):
+        rank = tf.cast(step * chunk + tf.range(chunk), tf.float64)
+        if layout.count > 1:
+            segment = tf.minimum(owners.locate(tf.zeros([chunk], tf.int32), rank), layout.count - 1)
+        else:
+            segment = tf.zeros([chunk], tf.int32)
+        target = _uniform([chunk], seed, 2, step) * tf.gather(tree.total, segment)
+        local = tf.minimum(tree.locate(segment, target), tf.gather(tree.sizes, segment) - 1)
+        index = tf.where(rank < total, tf.gather(tree.cell_starts, segment) + local, dump)
+        return step + 1, tf.tensor_scatter_nd_add(counts, index[:, None], tf.ones_like(index))
+
+    return tf.while_loop(more, body, (tf.constant(0), counts))[1]
+
+
+def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative=False):
+    """Counts of `ZIMultinomial(n, r, q)`, `q ~ |m| + c`, for every segment of `layout`.
 
     Args:
-        magnitudes: float `[rows, d]`; their absolute values are used.
+        magnitudes: float `[L]`; their absolute values are used.
+        layout: a `_Layout` of segments of `magnitudes`.
+        trials: float64 `[segments]`, trials `n` per segment.
+        rate: float64 `[segments]`, `r` in [0, 1].
         smoothing: float64 scalar `c >= 0`.
-        total_count: float64 `[rows]`, trials `n`.
-        rate: float64 `[rows]`, `r` in [0, 1].
         seed: stateless seed, int32 `[2]`.
-        chunk: Python int, trials drawn per loop step.
-        place: `place(index, live, state) -> state`, called with int32
-            `[rows, chunk]` category indices in `[0, d)` and a bool mask of
-            the same shape marking real trials; each live index is one
-            trial landing on that category.
-        state: the initial state (any nest of tensors).
-        relative: Python bool; if True, `c` is in units of the row's mean
-            `|m|` (the uniform share is `c / (1 + c)` whatever the scale).
+        slots: Python ints, uniform trials placed per segment and loop step,
+            one per group of `layout`.
+        search_chunk: Python int, searched trials placed per loop step.
+        relative: Python bool; if True, `c` is in units of the segment's
+            mean `|m|` (a uniform share of `c / (1 + c)` at any scale).
 
     Returns:
-        The final state. Rows whose magnitudes sum to zero, or hold a NaN or
-        Inf, get no trials.
+        int32 `[L]` counts. Segments whose magnitudes sum to zero, or hold a
+        NaN or Inf, get none.
     """
-    rows, size = magnitudes.shape
-    tree = _SumTree(magnitudes, lambda raw: tf.abs(tf.cast(raw, tf.float64)))
+    tree = _SegmentTree(magnitudes, layout, lambda raw: tf.abs(tf.cast(raw, tf.float64)))
     mass = tree.total
-    spread = smoothing * mass if relative else smoothing * size
+    spread = smoothing * (mass if relative else tf.constant(layout.sizes, tf.float64))
     # A NaN or Inf makes the mass non-finite; a zero total has no direction.
     usable = tf.math.is_finite(mass) & (mass + spread > 0.0)
     share = tf.where(usable, spread / (mass + spread), 0.0)
-    search_rate = tf.where(usable, rate * (1.0 - share), 0.0)
-    search_chunk = min(chunk, SEARCH_CHUNK)  # searched trials are about half of all, or fewer
-    searched = _passing_trials(total_count, search_rate, seed, 0, search_chunk)
-    rest = 1.0 - search_rate  # (no-op, uniform, searched) ~ Multinomial: thin the rest
-    uniform_rate = tf.where(usable & (rest > 0.0), tf.clip_by_value(rate * share / rest, 0.0, 1.0), 0.0)
-    uniform = _passing_trials(total_count - tf.cast(searched, tf.float64), uniform_rate, seed, 1, chunk)
-
-    def uniform_index(step):
-        key = tf.random.experimental.stateless_fold_in(tf.random.experimental.stateless_fold_in(seed, 2), step)
-        return tf.random.stateless_uniform([rows, chunk], key, 0, size, tf.int32, alg="philox")
-
-    def searched_index(step):
-        u = _uniform([rows, search_chunk], seed, 3, step) * mass[:, None]
-        return tf.minimum(tree.count_at_most(u), size - 1)
-
-    state = _each_chunk(uniform, chunk, uniform_index, place, state)
-    return _each_chunk(searched, search_chunk, searched_index, place, state)
+    fold = tf.random.experimental.stateless_fold_in
+    passing = binomial(trials, tf.where(usable, rate, 0.0), fold(seed, -1))
+    uniform = binomial(passing, share, fold(seed, -2))
+    counts = tf.zeros([magnitudes.shape[0] + 1], tf.int32)  # the last cell takes the dead slots
+    counts = _place_uniform(counts, layout, uniform, slots, seed)
+    counts = _place_searched(counts, layout, tree, passing - uniform, seed, search_chunk)
+    return counts[:-1]
 
 
-def _counts(magnitudes, smoothing, total_count, rate, seed, chunk):
-    """`[rows, d]` int32 counts of the trials `draw_trials` draws."""
-    rows, size = magnitudes.shape
-    row_start = tf.range(rows)[:, None] * size
-
-    def add(index, live, counts):
-        flat_index = tf.reshape(row_start + index, [-1, 1])
-        return tf.tensor_scatter_nd_add(counts, flat_index, tf.cast(tf.reshape(live, [-1]), tf.int32))
-
-    counts = tf.zeros([rows * size], tf.int32)
-    counts = draw_trials(magnitudes, smoothing, total_count, rate, seed, chunk, add, counts)
+def _counts(weights, smoothing, total_count, rate, seed, chunk):
+    """`[rows, d]` int32 counts, one segment per row."""
+    rows, size = weights.shape
+    layout = _Layout([(0, rows, size)])
+    counts = draw_counts(
+        tf.reshape(weights, [-1]), layout, total_count, rate, smoothing, seed, [chunk], min(chunk, SEARCH_CHUNK)
+    )
     return tf.reshape(counts, [rows, size])
 
 
@@ -288,7 +430,7 @@ _sample_counts = tf.function(_counts, jit_compile=True, autograph=False)
 def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0, jit_compile=True):
     """Draws `x ~ ZIMultinomial(n, r, q)` per row, exactly, `q ~ |w| + c`.
 
-    Compiled with XLA; static shapes, memory O(rows * (d + chunk * 16)).
+    Compiled with XLA; static shapes, memory O(rows * (d + chunk)).
 
     Args:
         weights: float tensor `[rows, d]` of non-negative weights (need not
@@ -296,8 +438,9 @@ def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0, j
         total_count: trials `n` per row, shape `[rows]` or scalar.
         rate: zero-inflation rate `r` in [0, 1] per row, `[rows]` or scalar.
         seed: stateless seed, int tensor of shape `[2]`.
-        chunk: Python int, trials drawn per loop iteration. Defaults to
-            `chunk_size(max n, 1)` when `n` is a Python number, else 1024.
+        chunk: Python int, trials of a row placed per loop iteration.
+            Defaults to `chunk_size(max n, 1)` when `n` is a Python number,
+            else 1024.
         smoothing: `c >= 0` added to every `|w_i|`. Defaults to `0.0`.
         jit_compile: compile with XLA (fast draws, a few seconds to compile
             each new shape) or run op by op (no compile; for one-off draws).
@@ -329,21 +472,24 @@ def flat_gradients(gradients):
     return tf.concat(flat, axis=0), [f.shape[0] for f in flat]
 
 
-def draw_moves(flat, rate, seed, trials, smoothing, chunk, place, state, relative_smoothing=False):
-    """Draws the ZIM trials for one scope's gradient `flat` (a vector).
+def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative=False):
+    """ZIM trial counts for `gradients` as one scope (`"global"`) or one per gradient (`"variable"`).
 
-    `q_i = (|g_i| + c) / (||g||_1 + c d)`, `x ~ ZIMultinomial(n, r, q)`:
-    calls `place(index, live, state)` with `[chunk]` indices and masks as in
-    `draw_trials`; each live index is one move of one unit against
-    `sign(g_index)`. `rate` is clipped into [0, 1]; `trials` None means `d`.
+    `q_i = (|g_i| + c) / (||g||_1 + c d)` over each scope; `trials` holds
+    Python ints, one per scope; `slots` the uniform trials placed per loop
+    step, one per scope. Returns the flat int32 counts and the gradients' sizes.
     """
+    flat, sizes = flat_gradients(gradients)
+    if scope == "global":
+        layout = _Layout([(0, 1, flat.shape[0])])
+    else:
+        layout = _Layout([(start, 1, size) for start, size in zip(np.cumsum([0] + sizes[:-1]), sizes)])
     rate = tf.clip_by_value(tf.cast(rate, tf.float64), 0.0, 1.0)
-    trials = flat.shape[0] if trials is None else trials
-    one_row = lambda index, live, state: place(index[0], live[0], state)  # noqa: E731
-    return draw_trials(
-        flat[None], tf.constant(float(smoothing), tf.float64), tf.constant([float(trials)], tf.float64),
-        rate[None], seed, chunk, one_row, state, relative_smoothing,
+    counts = draw_counts(
+        flat, layout, tf.constant(trials, tf.float64), tf.fill([layout.count], rate),
+        tf.constant(float(smoothing), tf.float64), seed, slots, min(max(slots), SEARCH_CHUNK), relative,
     )
+    return counts, sizes
 
 
 @tf.function(jit_compile=True, autograph=False)
@@ -353,7 +499,7 @@ def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk):
     `q_i = (|g_i| + c) / (||g||_1 + c d)` over all of `gradients` together,
     `x ~ ZIMultinomial(trials, rate, q)`. If any gradient has a NaN or Inf,
     every move is zero (the step is skipped). The optimizer applies the same
-    draw in place (`keras_zim.ZIM`); this dense form returns it.
+    draw (`keras_zim.ZIM`); this form returns it.
 
     Args:
         gradients: list of dense float tensors (any shapes).
@@ -362,20 +508,14 @@ def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk):
         trials: Python int `n`, or None for `d` (all gradient entries).
         smoothing: Python float `c >= 0`.
         unit: Python float, the grid step.
-        chunk: Python int, trials drawn per loop iteration.
+        chunk: Python int, trials placed per loop iteration.
 
     Returns:
         List of moves, each shaped and typed like its gradient.
     """
-    flat, sizes = flat_gradients(gradients)
-
-    def add(index, live, counts):
-        return tf.tensor_scatter_nd_add(counts, index[:, None], tf.cast(live, tf.int32))
-
-    counts = draw_moves(flat, rate, seed, trials, smoothing, chunk, add, tf.zeros(flat.shape, tf.int32))
+    trials = sum(int(np.prod(g.shape)) for g in gradients) if trials is None else trials
+    counts, sizes = scope_counts(gradients, "global", rate, seed, [trials], smoothing, [chunk])
+    flat, _ = flat_gradients(gradients)
     # Where no trial landed the move is 0, even where g is NaN (sign(NaN) * 0 is NaN).
     moves = tf.where(counts > 0, tf.cast(counts, flat.dtype) * tf.sign(flat) * unit, 0.0)
-    return [
-        tf.reshape(tf.cast(m, g.dtype), g.shape)
-        for m, g in zip(tf.split(moves, sizes), gradients)
-    ]
+    return [tf.reshape(tf.cast(m, g.dtype), g.shape) for m, g in zip(tf.split(moves, sizes), gradients)]

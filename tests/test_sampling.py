@@ -371,12 +371,16 @@ def test_unit_half_moves_by_multiples_of_half():
 
 
 def test_targets_at_or_past_the_total_stay_in_range_op_by_op():
-    # d = 300 pads every level; op by op an out-of-range gather raises, so this
-    # fails if the walk runs off the padded end (XLA would clamp silently).
-    tree = sampling._SumTree(tf.ones([2, 300], tf.float64), tf.identity)
-    found = tree.count_at_most(tf.constant([[305.0, 299.5, 0.5], [1e9, 3.2, 300.0]], tf.float64))
-    np.testing.assert_array_equal(found.numpy(), [[300, 299, 0], [300, 3, 300]])
-    # Rate 1 and chunk = trials: the gap search's last target equals its total
-    # (this raised before the fix).
+    # Segments of 300 and 5 cells: the short one walks single-child levels on
+    # top. Op by op an out-of-range gather raises, so this fails if a walk runs
+    # off the padded end (XLA would clamp silently).
+    layout = sampling._Layout([(0, 2, 300), (600, 1, 5)])
+    tree = sampling._SegmentTree(tf.ones([605], tf.float64), layout, tf.identity)
+    np.testing.assert_array_equal(tree.total.numpy(), [300.0, 300.0, 5.0])
+    segment = tf.constant([0, 0, 1, 2, 2, 0, 1, 2], tf.int32)
+    found = tree.locate(segment, tf.constant([299.5, 0.5, 3.2, 0.0, 4.99, 305.0, 1e9, 5.0], tf.float64)).numpy()
+    np.testing.assert_array_equal(found[:5], [299, 0, 3, 0, 4])
+    assert np.all(found[5:7] < 304) and found[7] < 16  # past the total: still inside the padded leaves
+    # Rate 1 and chunk = trials: every trial placed, op by op.
     counts = sampling.sample_counts(tf.ones([1, 300]), 300, 1.0, [22, 1], chunk=300, jit_compile=False)
     assert int(tf.reduce_sum(counts)) == 300

@@ -1,0 +1,128 @@
+"""ZIM on real models: `optimizer.apply` under XLA against Keras SGD and Adam.
+
+Every optimizer updates the trainable variables of a real model (a Transformer
+encoder of 99 variables, `keras.applications.ResNet50` of 214) with the same
+fixed random gradients N(0, 1e-3), each step compiled with
+`jit_compile=True`. Candidates are timed interleaved, round after round, in
+one process; the tables give medians and ratios to SGD's median measured in
+the same run, and the compile time of the first step.
+
+    python benchmarks/real_models.py                       # both models and one variable of 1e6 and 1e7
+    python benchmarks/real_models.py --models transformer --rounds 5
+    python benchmarks/real_models.py --split                # 1e6 parameters in 1, 10, 100, 1000 variables
+"""
+
+import argparse
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_zim
+
+
+def transformer(vocabulary=8000, length=128, width=256, blocks=6):
+    """The Transformer encoder of the real-models issue: 99 variables, 6.8M parameters."""
+    inputs = keras.Input((length,), dtype="int32")
+    x = keras.layers.Embedding(vocabulary, width)(inputs)
+    for _ in range(blocks):
+        attention = keras.layers.MultiHeadAttention(8, 32)(x, x)
+        x = keras.layers.LayerNormalization()(x + attention)
+        hidden = keras.layers.Dense(1024, activation="relu")(x)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(width)(hidden))
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+
+def resnet50():
+    return keras.applications.ResNet50(weights=None)
+
+
+MODELS = {"transformer": transformer, "resnet50": resnet50}
+
+
+def shapes_of(name):
+    """Trainable variable shapes of a model, or of `d` parameters in `v` variables for "1e6" / "1e6x100"."""
+    if name in MODELS:
+        return [tuple(v.shape) for v in MODELS[name]().trainable_variables]
+    size, _, parts = name.partition("x")
+    size, parts = int(float(size)), int(parts or 1)
+    return [(size // parts,)] * parts
+
+
+def candidates():
+    """(name, optimizer factory): the defaults first, then the variants."""
+    return [
+        ("sgd", lambda: keras.optimizers.SGD(0.01)),
+        ("adam", lambda: keras.optimizers.Adam()),
+        ("zim", lambda: keras_zim.ZIM(seed=0)),
+        ("zim r=0.01", lambda: keras_zim.ZIM(0.01, seed=0)),
+        ("zim variable", lambda: keras_zim.ZIM(scope="variable", seed=0)),
+    ]
+
+
+def step_function(optimizer, variables, gradients):
+    optimizer.build(variables)
+
+    @tf.function(jit_compile=True)
+    def step():
+        optimizer.apply(gradients, variables)
+        return optimizer.iterations
+
+    return step
+
+
+def time_apply(shapes, rounds, names=None):
+    """{name: (median seconds per step, compile seconds of the first step)}."""
+    rng = np.random.default_rng(0)
+    gradients = [tf.constant(rng.normal(0.0, 1e-3, s).astype("float32")) for s in shapes]
+    steps, compile_s = {}, {}
+    for name, make in candidates():
+        if names and name not in names:
+            continue
+        variables = [keras.Variable(np.zeros(s, "float32")) for s in shapes]
+        steps[name] = step_function(make(), variables, gradients)
+        start = time.perf_counter()
+        steps[name]().numpy()
+        compile_s[name] = time.perf_counter() - start
+        steps[name]().numpy()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step().numpy()
+            times[name].append(time.perf_counter() - start)
+    return {name: (float(np.median(t)), compile_s[name]) for name, t in times.items()}
+
+
+def table(rows, baseline="sgd"):
+    """Markdown rows `| case | optimizer | ms | x SGD | x Adam | compile s |` for `{case: time_apply(...)}`."""
+    lines = ["| case | optimizer | median ms | x SGD | x Adam | compile s |", "| --- | --- | --- | --- | --- | --- |"]
+    for case, result in rows.items():
+        sgd, adam = result[baseline][0], result.get("adam", (float("nan"),))[0]
+        for name, (seconds, compile_seconds) in result.items():
+            lines.append(
+                f"| {case} | {name} | {seconds * 1e3:.2f} | {seconds / sgd:.2f} | {seconds / adam:.2f} | {compile_seconds:.1f} |"
+            )
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["transformer", "resnet50", "1e6", "1e7"])
+    parser.add_argument("--split", action="store_true", help="1e6 parameters in 1, 10, 100 and 1000 variables")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--only", nargs="+", default=None, help="optimizer names to time")
+    args = parser.parse_args(argv)
+    cases = ["1e6", "1e6x10", "1e6x100", "1e6x1000"] if args.split else args.models
+    rows = {}
+    for case in cases:
+        shapes = shapes_of(case)
+        rows[f"{case} ({len(shapes)} variables)"] = time_apply(shapes, args.rounds, args.only)
+        print("\n".join(table({case: rows[f"{case} ({len(shapes)} variables)"]})[2:]), flush=True)
+    print("\n".join(table(rows)))
+
+
+if __name__ == "__main__":
+    main()
