@@ -1,14 +1,16 @@
 """The benchmark suite: writes docs/performance.md.
 
-    python benchmarks/run.py                 # the full suite (about 10 minutes on 2 cores)
-    python benchmarks/run.py --quick         # fewer rounds, no 1e7 memory run
+    python benchmarks/run.py                 # the full suite (about 30 minutes on 2 cores)
+    python benchmarks/run.py --quick         # fewer rounds, no model.fit section
 
 Every number is a median over rounds that alternate the candidates in one
-process, reported next to a baseline measured in the same run (these machines
-are noisy): optimizer steps against Keras SGD and Adam under XLA (step.py), the
-exact sampler against sampling with `tfp.distributions.Multinomial` directly
-(and torch's, the paper's, when torch is installed), peak memory of a step
-against SGD's in fresh processes, and `model.fit` step times.
+process, reported next to baselines measured in the same run (these machines
+are noisy): `optimizer.apply` of ZIM at its defaults and variants against
+Keras SGD and Adam under XLA on real models (real_models.py), the cost as the
+same parameters are split into more variables, peak memory of a step against
+SGD's in fresh processes, `model.fit` step times, and the exact sampler
+against sampling with `tfp.distributions.Multinomial` directly (and torch's,
+the paper's, when torch is installed).
 """
 
 import argparse
@@ -25,10 +27,10 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import keras_zim
-from keras_zim import models, sampling
+from keras_zim import sampling
 
 sys.path.insert(0, os.path.dirname(__file__))
-import step  # noqa: E402  (benchmarks/step.py, beside this file)
+import real_models  # noqa: E402  (benchmarks/real_models.py, beside this file)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,7 +45,7 @@ def _median_ms(function, rounds):
     return 1e3 * float(np.median(times))
 
 
-def sampler_against_tfp(size, rounds, rate=0.01):
+def sampler_against_tfp(size, rounds, rate=0.1):
     """ms per draw of x ~ ZIMultinomial(n = d, r, q): keras_zim vs TFP (and torch)."""
     g = tf.constant(np.random.default_rng(0).normal(size=size).astype("float32"))
     seed = tf.constant([1, 2])
@@ -53,72 +55,97 @@ def sampler_against_tfp(size, rounds, rate=0.01):
     naive = tf.function(
         lambda: tfp.distributions.Multinomial(float(size), probs=probs).sample(seed=seed), jit_compile=True
     )
-    result = {"keras_zim": _median_ms(ours, rounds), "tfp Multinomial": _median_ms(lambda: naive().numpy(), max(3, rounds // 10))}
+    result = {"keras_zim": _median_ms(ours, rounds), "tfp Multinomial": _median_ms(lambda: naive().numpy(), 3)}
     try:
         import torch
 
         q = torch.tensor(probs.numpy())
-        result["torch Multinomial"] = _median_ms(
-            lambda: torch.distributions.Multinomial(total_count=size, probs=q).sample(), max(3, rounds // 10)
-        )
+        result["torch Multinomial"] = _median_ms(lambda: torch.distributions.Multinomial(total_count=size, probs=q).sample(), 3)
     except ImportError:
         pass
     return result
 
 
-def peak_memory_mb(size, optimizer):
-    """Peak resident memory (MB) of 5 compiled steps in a fresh process, above its RSS before.
+def peak_memory_mb(case, optimizer):
+    """Peak resident memory (MB) of 3 compiled steps in a fresh process, above its RSS before.
 
-    Compiles first, then resets the peak (`/proc/self/clear_refs`, Linux) so
-    that only the steps count.
+    `case` is a name for `real_models.shapes_of`. Compiles first, then resets
+    the peak (`/proc/self/clear_refs`, Linux) so that only the steps count.
     """
     code = (
-        "import numpy as np, tensorflow as tf, keras, keras_zim, step\n"
+        "import numpy as np, tensorflow as tf, keras, keras_zim, real_models\n"
         "def kb(field): return int([l for l in open('/proc/self/status') if l.startswith(field)][0].split()[1])\n"
-        f"size = {size}\n"
-        "g = [tf.constant(np.random.default_rng(0).normal(size=size).astype('float32'))]\n"
-        "v = [keras.Variable(np.zeros(size, 'float32'))]\n"
-        f"f = step._step_function({optimizer}, v, g)\n"
+        f"shapes = real_models.shapes_of({case!r})\n"
+        "rng = np.random.default_rng(0)\n"
+        "g = [tf.constant(rng.normal(0, 1e-3, s).astype('float32')) for s in shapes]\n"
+        "v = [keras.Variable(np.zeros(s, 'float32')) for s in shapes]\n"
+        f"f = real_models.step_function({optimizer}, v, g)\n"
         "f().numpy()\n"
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "before = kb('VmRSS:')\n"
-        "for _ in range(5): f().numpy()\n"
-        "print((kb('VmHWM:') - before) / 1024)\n"
+        "for _ in range(3): f().numpy()\n"
+        "print((kb('VmHWM:') - before) / 1024, sum(int(np.prod(s)) for s in shapes))\n"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=HERE)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    mb, size = out.stdout.strip().splitlines()[-1].split()
+    return float(mb), int(size)
 
 
-def fit_step_ms(name, input_shape, rounds, batches=20):
-    """ms per `model.fit` step (batch 64, jit_compile=True): ZIM vs SGD."""
+def resnet18_like(input_shape=(32, 32, 3), classes=10):
+    """A ResNet-18-style network for 32 x 32 images: 4 stages of 2 basic blocks."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(64, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    for stage, filters in enumerate((64, 128, 256, 512)):
+        for block in range(2):
+            strides = 2 if stage and not block else 1
+            y = keras.layers.Conv2D(filters, 3, strides, padding="same", use_bias=False)(x)
+            y = keras.layers.ReLU()(keras.layers.BatchNormalization()(y))
+            y = keras.layers.BatchNormalization()(keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(y))
+            if strides > 1 or x.shape[-1] != filters:
+                x = keras.layers.BatchNormalization()(keras.layers.Conv2D(filters, 1, strides, use_bias=False)(x))
+            x = keras.layers.ReLU()(x + y)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes)(x))
+
+
+def fit_step_ms(name, rounds, batches=4, batch=32):
+    """{optimizer: (ms per `model.fit` step, seconds of the first epoch)}, jit_compile=True."""
     rng = np.random.default_rng(0)
-    x = rng.random((64 * batches,) + input_shape).astype("float32")
-    y = rng.integers(0, 10, 64 * batches)
-    fitters = {}
-    for label, discrete, optimizer in (
-        ("sgd", False, keras.optimizers.SGD(0.01)),
-        ("zim", True, keras_zim.ZIM(seed=0)),
+    if name == "transformer":
+        build, x = real_models.transformer, rng.integers(0, 8000, (batch * batches, 128)).astype("int32")
+        y = rng.integers(0, 2, batch * batches)
+    else:
+        build, x = resnet18_like, rng.random((batch * batches, 32, 32, 3)).astype("float32")
+        y = rng.integers(0, 10, batch * batches)
+    fitters, first = {}, {}
+    for label, optimizer in (
+        ("sgd", keras.optimizers.SGD(0.01)),
+        ("adam", keras.optimizers.Adam()),
+        ("zim", keras_zim.ZIM(seed=0)),
     ):
-        model = models.build_model(name, input_shape, 10, discrete=discrete, seed=0)
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=True)
-        fitters[label] = lambda model=model: model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False)
+        model = build()
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+        fitters[label] = lambda model=model: model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
+        start = time.perf_counter()
         fitters[label]()
+        first[label] = time.perf_counter() - start
     times = {label: [] for label in fitters}
     for _ in range(rounds):
         for label, fit in fitters.items():
             start = time.perf_counter()
             fit()
             times[label].append((time.perf_counter() - start) / batches)
-    return {label: 1e3 * float(np.median(t)) for label, t in times.items()}
+    return {label: (1e3 * float(np.median(t)), first[label]) for label, t in times.items()}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds; skip 1e7 memory")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds; no model.fit section")
     parser.add_argument("--out", default=os.path.join(HERE, "..", "docs", "performance.md"))
     args = parser.parse_args(argv)
-    rounds = 10 if args.quick else 40
+    rounds = 5 if args.quick else 10
     lines = [
         "# Performance of a ZIM step",
         "",
@@ -126,43 +153,52 @@ def main(argv=None):
         f"{datetime.date.today().isoformat()}: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; "
         f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
         f"TFP {tfp.__version__}, keras_zim {keras_zim.__version__}. Load average at the start: "
-        f"{os.getloadavg()[0]:.1f}. Medians of {rounds} interleaved rounds; ratios against the baseline "
+        f"{os.getloadavg()[0]:.1f}. Medians of {rounds} interleaved rounds; ratios against the baselines "
         "measured in the same run. Only CPU was measured: GPU and TPU claims rest on XLA, unmeasured here.",
         "",
-        "## `optimizer.apply` under XLA, r = 0.01, one variable of d parameters",
+        "## `optimizer.apply` under XLA on real models, gradients N(0, 1e-3)",
         "",
-        "| d | optimizer | median ms | x SGD |",
-        "| --- | --- | --- | --- |",
+        "`zim` is `ZIM()` at its defaults (r = 0.1, n = d, c = 1, global scope); compile is the first step.",
+        "",
     ]
-    for size in (10**5, 10**6, 10**7):
-        medians = step.time_steps(size, rounds if size < 10**7 else max(5, rounds // 4))
-        for name, seconds in medians.items():
-            lines.append(f"| {size:.0e} | {name} | {seconds * 1e3:.3f} | {seconds / medians['sgd']:.2f} |")
-        print(lines[-4:], flush=True)
-    lines += ["", "## One exact draw at n = d, r = 0.01: keras_zim against sampling directly", ""]
+    models = {}
+    for case in ("transformer", "resnet50", "1e6", "1e7"):
+        shapes = real_models.shapes_of(case)
+        models[f"{case} ({len(shapes)} variables)"] = real_models.time_apply(shapes, rounds)
+        print(case, flush=True)
+    lines += real_models.table(models)
+    lines += ["", "## The same 1e6 parameters in more variables (global scope)", ""]
+    split = {}
+    for case in ("1e6", "1e6x10", "1e6x100", "1e6x1000"):
+        shapes = real_models.shapes_of(case)
+        split[f"{case} ({len(shapes)} variables)"] = real_models.time_apply(shapes, rounds, ["sgd", "adam", "zim", "zim r=0.01"])
+        print(case, flush=True)
+    lines += real_models.table(split)
+    lines += ["", "## Peak memory of a step (fresh process, peak RSS above the compiled state)", ""]
+    lines += ["| case | optimizer | MB | bytes per parameter |", "| --- | --- | --- | --- |"]
+    for case in ("resnet50", "1e7"):
+        for name, optimizer in (("sgd", "keras.optimizers.SGD(0.01)"), ("adam", "keras.optimizers.Adam()"), ("zim", "keras_zim.ZIM(seed=0)")):
+            mb, size = peak_memory_mb(case, optimizer)
+            lines.append(f"| {case} | {name} | {mb:.1f} | {mb * 2**20 / size:.2f} |")
+        print(lines[-1], flush=True)
+    if not args.quick:
+        lines += ["", "## `model.fit` step, batch 32, jit_compile=True", ""]
+        lines += ["| model | optimizer | ms per step | x Adam | first epoch s | x Adam |", "| --- | --- | --- | --- | --- | --- |"]
+        for name in ("transformer", "resnet18"):
+            result = fit_step_ms(name, 3)
+            adam_step, adam_first = result["adam"]
+            for label, (ms, first) in result.items():
+                lines.append(f"| {name} | {label} | {ms:.1f} | {ms / adam_step:.2f} | {first:.1f} | {first / adam_first:.2f} |")
+            print(lines[-1], flush=True)
+    lines += ["", "## One exact draw at n = d, r = 0.1: keras_zim against sampling directly", ""]
     lines += ["| d | sampler | median ms | x keras_zim |", "| --- | --- | --- | --- |"]
     for size in (10**5, 10**6):
         result = sampler_against_tfp(size, rounds)
         for name, ms in result.items():
             lines.append(f"| {size:.0e} | {name} | {ms:.2f} | {ms / result['keras_zim']:.0f} |")
-        print(lines[-3:], flush=True)
+        print(lines[-1], flush=True)
     if "torch Multinomial" not in result:
         lines.append("\ntorch is not installed here, so the paper's sampler was not timed in this run.")
-    lines += ["", "## Peak memory of a step (fresh process, peak RSS above the compiled state)", ""]
-    lines += ["| d | optimizer | MB | bytes per parameter |", "| --- | --- | --- | --- |"]
-    for size in (10**6,) if args.quick else (10**6, 10**7):
-        sgd = peak_memory_mb(size, "keras.optimizers.SGD(0.01)")
-        zim = peak_memory_mb(size, "keras_zim.ZIM(0.01, seed=0)")
-        for name, mb in (("sgd", sgd), ("zim n=d", zim)):
-            lines.append(f"| {size:.0e} | {name} | {mb:.1f} | {mb * 2**20 / size:.1f} |")
-        print(lines[-2:], flush=True)
-    lines += ["", "## `model.fit` step, batch 64, jit_compile=True", ""]
-    lines += ["| model | optimizer | ms per step | x SGD |", "| --- | --- | --- | --- |"]
-    for name, shape in (("hidden", (28, 28, 1)), ("conv", (28, 28, 1))):
-        result = fit_step_ms(name, shape, max(3, rounds // 5))
-        for label, ms in result.items():
-            lines.append(f"| {name} | {label} | {ms:.2f} | {ms / result['sgd']:.2f} |")
-        print(lines[-2:], flush=True)
     with open(args.out, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print("wrote", args.out)

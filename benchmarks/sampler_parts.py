@@ -1,102 +1,83 @@
-"""XLA-on-CPU facts behind the sampler's design, measured side by side.
+"""What the parts of a ZIM draw cost under XLA on this machine, against an SGD step.
 
-Each line is a pair of ways to compute the same thing, timed interleaved in
-one process (minimum over rounds: the least disturbed run), and the ratio.
+The per-trial floor of an exact sampler is one random number and one
+scatter-add per trial; the per-parameter floor is one pass over the gradient
+(its block sums) and one dense update. This times each against SGD's step on
+one vector of d parameters, interleaved in one process:
 
-- tree: the first level of block sums of |g| in float64, as `tf.reduce_sum`
-  over groups of 16 (used) or as 16 elementwise adds of strided slices.
-- walk: `_SumTree.count_at_most` for `trials` targets, the levels walked in a
-  `tf.while_loop` (used) or unrolled in straight-line code (XLA then fuses
-  each level's 16 steps into the next level's gather and redoes them for
-  every child).
+- sgd: `w -= 0.01 g` (reads w and g, writes w);
+- block sums: float64 sums of 16 consecutive |g| (the tree's first level), and
+  one full float64 reduction (a scalar loop on CPU);
+- uniform f64: `trials` float64 uniforms (two Philox words each);
+- scatter random / paged / sorted: `trials` scatter-adds into an int32 count
+  vector, at random positions, random within pages of 16,384 cells visited in
+  order, and in sorted order;
+- zim: `keras_zim.ZIM(rate)` applying the whole step.
 
-    python benchmarks/sampler_parts.py --size 1e7 --trials 65536
+    python benchmarks/sampler_parts.py --size 1e7 --rate 0.1
 """
 
 import argparse
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_zim import sampling
+import keras_zim
 
 
-def _level_sums_by_adds(grouped):
-    total = grouped[..., 0]
-    for k in range(1, 16):
-        total += grouped[..., k]
-    return total
-
-
-def _unrolled_count(tree, target):
-    """`count_at_most` with the level loop unrolled (one row)."""
-    node, remaining = tf.zeros(target.shape, tf.int32), target
-    start = 0
-    for groups in tree.groups:
-        children = tf.gather(tree.table[start : start + groups], node)
-        chosen, passed = tree._descend(children, remaining)
-        node, remaining, start = node * 16 + chosen, remaining - passed, start + groups
-    chosen, _ = tree._descend(tree.weight(tf.gather(tree.leaves[0], node)), remaining)
-    return node * 16 + chosen
-
-
-def functions(size, trials):
-    g = tf.constant(np.random.default_rng(0).normal(size=[1, size]).astype("float32"))
-    weight = lambda raw: tf.abs(tf.cast(raw, tf.float64))  # noqa: E731
-    grouped = tf.reshape(g, [-1, 16]) if size % 16 == 0 else None
-    jit = lambda f: tf.function(f, jit_compile=True, autograph=False)  # noqa: E731
-
-    def targets(tree):
-        u = tf.random.stateless_uniform([trials], [1, 2], dtype=tf.float64, alg="philox")
-        return u * tree.total[0]
-
-    def walk(unrolled):
-        def run():
-            tree = sampling._SumTree(g, weight)
-            t = targets(tree)
-            found = _unrolled_count(tree, t) if unrolled else tree.count_at_most(t[None])[0]
-            return tf.reduce_sum(found)
-
-        return jit(run)
-
-    pairs = {
-        "walk": (walk(False), walk(True), jit(lambda: tf.reduce_sum(targets(sampling._SumTree(g, weight))))),
+def parts(size, trials):
+    rng = np.random.default_rng(0)
+    g = tf.constant(rng.normal(0.0, 1e-3, size).astype("float32"))
+    w = tf.Variable(tf.zeros([size]))
+    counts = tf.Variable(tf.zeros([size], tf.int32))
+    blocks = tf.Variable(tf.zeros([size // 16], tf.float64))
+    total = tf.Variable(tf.zeros([], tf.float64))
+    seed = tf.constant([1, 2])
+    cells = {
+        "random": rng.integers(0, size, trials),
+        "paged": np.sort(rng.integers(0, size // 16384, trials)) * 16384 + rng.integers(0, 16384, trials),
+        "sorted": np.sort(rng.integers(0, size, trials)),
     }
-    if grouped is not None:
-        pairs["tree"] = (
-            jit(lambda: tf.reduce_sum(weight(grouped), axis=-1)),
-            jit(lambda: _level_sums_by_adds(weight(grouped))),
-            None,
-        )
-    return pairs
+    whole = size // 16 * 16
+    functions = {
+        "sgd": lambda: w.assign_sub(0.01 * g)[0],
+        "block sums": lambda: blocks.assign(tf.reduce_sum(tf.reshape(tf.abs(tf.cast(g[:whole], tf.float64)), [-1, 16]), -1))[0],
+        "full reduction": lambda: total.assign(tf.reduce_sum(tf.abs(tf.cast(g, tf.float64)))),
+        "uniform f64": lambda: total.assign(tf.reduce_max(tf.random.stateless_uniform([trials], seed, dtype=tf.float64))),
+    }
+    for name, index in cells.items():
+        index = tf.constant(index.astype("int32")[:, None])
+        functions[f"scatter {name}"] = lambda index=index: counts.scatter_nd_add(index, tf.ones([trials], tf.int32))[0]
+    optimizer = keras_zim.ZIM(trials / size, seed=0)
+    optimizer.build([w])
+    functions["zim"] = lambda: optimizer.apply([g], [w]) or optimizer.iterations
+    return {name: tf.function(f, jit_compile=True) for name, f in functions.items()}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=float, default=1e7)
-    parser.add_argument("--trials", type=int, default=65536)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rate", type=float, default=0.1, help="trials = rate * size (ZIM's n r at n = d)")
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
-    pairs = functions(int(args.size), args.trials)
-    runs = {(name, k): f for name, fs in pairs.items() for k, f in enumerate(fs) if f is not None}
-    for f in runs.values():
-        f()
-    times = {key: [] for key in runs}
+    size = int(args.size)
+    compiled = parts(size, int(args.rate * size))
+    for function in compiled.values():
+        function()
+        function()
+    times = {name: [] for name in compiled}
     for _ in range(args.rounds):
-        for key, f in runs.items():
+        for name, function in compiled.items():
             start = time.perf_counter()
-            f().numpy()
-            times[key].append(time.perf_counter() - start)
-    best = {key: 1e3 * min(t) for key, t in times.items()}
-    print(f"d = {int(args.size):.0e}, {args.trials} walk targets; min ms over {args.rounds} rounds")
-    print("| part | used | alternative | alternative / used |")
-    print("| --- | --- | --- | --- |")
-    for name, fs in pairs.items():
-        used, other = best[(name, 0)], best[(name, 1)]
-        if fs[2] is not None:  # subtract the shared tree build and targets
-            used, other = used - best[(name, 2)], other - best[(name, 2)]
-        print(f"| {name} | {used:.2f} ms | {other:.2f} ms | {other / used:.1f} |")
+            np.asarray(function())
+            times[name].append(time.perf_counter() - start)
+    sgd = np.median(times["sgd"])
+    print(f"| part (d = {size:.0e}, {int(args.rate * size)} trials) | median ms | x SGD |")
+    print("| --- | --- | --- |")
+    for name, t in times.items():
+        print(f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / sgd:.2f} |")
 
 
 if __name__ == "__main__":

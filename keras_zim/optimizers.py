@@ -38,8 +38,8 @@ def _move_all(gradients, variables, rate, seed, scope, trials, smoothing, unit, 
     variable; every entry that moves is clipped to the largest magnitude the
     dtype holds exactly on the grid.
     """
-    counts, sizes = sampling.scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative_smoothing)
-    for variable, gradient, count in zip(variables, gradients, tf.split(counts, sizes)):
+    counts = sampling.scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative_smoothing)
+    for variable, gradient, count in zip(variables, gradients, counts):
         count = tf.reshape(count, variable.shape)
         limit = _exact_limit(variable.dtype.name, unit)
         step = tf.cast(count, variable.dtype) * tf.sign(tf.cast(gradient, variable.dtype)) * unit

@@ -45,10 +45,12 @@ import tensorflow as tf
 __all__ = [
     "binomial",
     "chunk_size",
+    "Segments",
     "draw_counts",
     "flat_gradients",
     "grid_moves",
     "sample_counts",
+    "scope_counts",
 ]
 
 _FANOUT = 16
@@ -188,8 +190,8 @@ def binomial(count, prob, seed):
 # ------------------------------------------------------------ segment trees
 
 
-class _Layout:
-    """Static segments of a flat vector: groups of equal-sized, contiguous segments.
+class Segments:
+    """Static segments of a flat vector, for `draw_counts`: groups of equal-sized, contiguous segments.
 
     `groups` is a list of `(start, count, size)`: `count` segments of `size`
     cells each, the first at `start`. The flat vector is their concatenation
@@ -358,7 +360,7 @@ def _place_searched(counts, layout, tree, searched, seed, chunk):
     dump = counts.shape[0] - 1
     total = tf.reduce_sum(searched)
     if layout.count > 1:  # which segment each trial belongs to: a tree over the segments' counts
-        owners = _SegmentTree(searched, _Layout([(0, 1, layout.count)]), tf.identity)
+        owners = _SegmentTree(searched, Segments([(0, 1, layout.count)]), tf.identity)
 
     def more(step, counts):
         return tf.cast(step * chunk, tf.float64) < total
@@ -382,7 +384,7 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
 
     Args:
         magnitudes: float `[L]`; their absolute values are used.
-        layout: a `_Layout` of segments of `magnitudes`.
+        layout: the `Segments` of `magnitudes` to draw in.
         trials: float64 `[segments]`, trials `n` per segment.
         rate: float64 `[segments]`, `r` in [0, 1].
         smoothing: float64 scalar `c >= 0`.
@@ -415,7 +417,7 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
 def _counts(weights, smoothing, total_count, rate, seed, chunk):
     """`[rows, d]` int32 counts, one segment per row."""
     rows, size = weights.shape
-    layout = _Layout([(0, rows, size)])
+    layout = Segments([(0, rows, size)])
     counts = draw_counts(
         tf.reshape(weights, [-1]), layout, total_count, rate, smoothing, seed, [chunk], min(chunk, SEARCH_CHUNK)
     )
@@ -475,21 +477,45 @@ def flat_gradients(gradients):
 def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative=False):
     """ZIM trial counts for `gradients` as one scope (`"global"`) or one per gradient (`"variable"`).
 
-    `q_i = (|g_i| + c) / (||g||_1 + c d)` over each scope; `trials` holds
-    Python ints, one per scope; `slots` the uniform trials placed per loop
-    step, one per scope. Returns the flat int32 counts and the gradients' sizes.
+    `q_i = (|g_i| + c) / (||g||_1 + c d)` over each scope; `trials` and
+    `slots` (uniform trials placed per loop step) hold Python ints, one per
+    scope. In the variable scope the gradients are laid out by size, so that
+    equal sizes form one group of segments and the draw compiles once per
+    size, not once per variable.
+
+    Returns:
+        One flat int32 count tensor per gradient.
     """
-    flat, sizes = flat_gradients(gradients)
     if scope == "global":
-        layout = _Layout([(0, 1, flat.shape[0])])
+        order, groups = [0], None
+        flat, sizes = flat_gradients(gradients)
+        layout = Segments([(0, 1, flat.shape[0])])
     else:
-        layout = _Layout([(start, 1, size) for start, size in zip(np.cumsum([0] + sizes[:-1]), sizes)])
+        order = sorted(range(len(gradients)), key=lambda i: int(np.prod(gradients[i].shape)))
+        flat, sizes = flat_gradients([gradients[i] for i in order])
+        groups, start = [], 0
+        for size in sizes:
+            if groups and groups[-1][2] == size:
+                groups[-1][1] += 1
+            else:
+                groups.append([start, 1, size])
+            start += size
+        layout = Segments(groups)
+        trials = [trials[i] for i in order]
+        slots = [max(slots[i] for i in order[first : first + count]) for first, (_, count, _) in zip(
+            np.cumsum([0] + [g[1] for g in groups[:-1]]), groups)]
     rate = tf.clip_by_value(tf.cast(rate, tf.float64), 0.0, 1.0)
     counts = draw_counts(
         flat, layout, tf.constant(trials, tf.float64), tf.fill([layout.count], rate),
         tf.constant(float(smoothing), tf.float64), seed, slots, min(max(slots), SEARCH_CHUNK), relative,
     )
-    return counts, sizes
+    pieces = tf.split(counts, sizes)
+    if scope == "global":
+        return pieces
+    result = [None] * len(gradients)
+    for position, i in enumerate(order):
+        result[i] = pieces[position]
+    return result
 
 
 @tf.function(jit_compile=True, autograph=False)
@@ -514,8 +540,8 @@ def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk):
         List of moves, each shaped and typed like its gradient.
     """
     trials = sum(int(np.prod(g.shape)) for g in gradients) if trials is None else trials
-    counts, sizes = scope_counts(gradients, "global", rate, seed, [trials], smoothing, [chunk])
-    flat, _ = flat_gradients(gradients)
+    counts = tf.concat(scope_counts(gradients, "global", rate, seed, [trials], smoothing, [chunk]), axis=0)
+    flat, sizes = flat_gradients(gradients)
     # Where no trial landed the move is 0, even where g is NaN (sign(NaN) * 0 is NaN).
     moves = tf.where(counts > 0, tf.cast(counts, flat.dtype) * tf.sign(flat) * unit, 0.0)
     return [tf.reshape(tf.cast(m, g.dtype), g.shape) for m, g in zip(tf.split(moves, sizes), gradients)]

@@ -1,6 +1,7 @@
 """The ZIM optimizer: the rule by hand, statistics, Keras integration, edges."""
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -422,6 +423,22 @@ def test_non_finite_gradient_skips_the_step_for_its_scope(bad):
 def test_bad_arguments_name_the_argument_and_the_allowed_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         keras_zim.ZIM(**kwargs)
+
+
+def test_integer_variables_are_refused_by_name():
+    variable = keras.Variable(np.zeros(3, "int32"), name="counts")
+    with pytest.raises(ValueError, match="float variables .*variable `counts` has dtype int32"):
+        keras_zim.ZIM(seed=0).apply([np.ones(3, "int32")], [variable])
+
+
+def test_weights_off_the_grid_are_named_in_a_warning():
+    on, off = keras.Variable(np.ones(3, "float32"), name="on"), keras.Variable(np.full(3, 0.5, "float32"), name="off")
+    with pytest.warns(UserWarning, match="stay off it: off\\. Start them"):
+        keras_zim.ZIM(seed=0).build([on, off])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keras_zim.ZIM(unit=0.5, seed=0).build([on, off])  # both on the grid of 0.5
+    assert not [w for w in caught if "stay off it" in str(w.message)]
 
 
 def test_float32_weights_saturate_at_the_exact_integer_limit():

@@ -374,7 +374,7 @@ def test_targets_at_or_past_the_total_stay_in_range_op_by_op():
     # Segments of 300 and 5 cells: the short one walks single-child levels on
     # top. Op by op an out-of-range gather raises, so this fails if a walk runs
     # off the padded end (XLA would clamp silently).
-    layout = sampling._Layout([(0, 2, 300), (600, 1, 5)])
+    layout = sampling.Segments([(0, 2, 300), (600, 1, 5)])
     tree = sampling._SegmentTree(tf.ones([605], tf.float64), layout, tf.identity)
     np.testing.assert_array_equal(tree.total.numpy(), [300.0, 300.0, 5.0])
     segment = tf.constant([0, 0, 1, 2, 2, 0, 1, 2], tf.int32)
@@ -384,3 +384,65 @@ def test_targets_at_or_past_the_total_stay_in_range_op_by_op():
     # Rate 1 and chunk = trials: every trial placed, op by op.
     counts = sampling.sample_counts(tf.ones([1, 300]), 300, 1.0, [22, 1], chunk=300, jit_compile=False)
     assert int(tf.reduce_sum(counts)) == 300
+
+
+# --------------------------------------------------------------- binomials
+
+
+@pytest.mark.parametrize(
+    "n, p",
+    [
+        (7, 0.3),  # inversion
+        (40, 0.2),  # inversion, n p = 8
+        (12, 0.9),  # inversion after the flip to p = 0.1
+        (60, 0.5),  # BTRS, n p = 30
+        (10**6, 0.1),  # BTRS, large n
+        (10**8, 0.37),  # BTRS, the trials of ResNet-50's scope and more
+        (10**8, 3e-8),  # inversion: large n, n p = 3
+    ],
+)
+def test_binomial_draws_follow_scipy(n, p):
+    # 20,000 i.i.d. draws in one call; chi-square over every value with
+    # expected count >= 5 (the tails pooled) against SciPy's exact pmf.
+    draws = sampling.binomial(tf.constant(np.full(ROWS, float(n))), tf.constant(np.full(ROWS, p)), [7, 8]).numpy()
+    assert np.all(draws == np.round(draws)) and draws.min() >= 0 and draws.max() <= n
+    lo, hi = stats.binom.ppf(1e-9, n, p), stats.binom.isf(1e-9, n, p)
+    values = np.arange(lo, hi + 1)
+    observed = np.array([np.sum(draws == v) for v in values])
+    probs = stats.binom.pmf(values, n, p)
+    assert observed.sum() == ROWS  # nothing outside the central 1 - 2e-9 of the mass
+    assert chisquare_pvalue(observed, probs / probs.sum()) > P_MIN
+
+
+def test_binomial_edges():
+    count = tf.constant([0.0, 5.0, 5.0, 9.0, 1e9], tf.float64)
+    prob = tf.constant([0.5, 0.0, 1.0, 1.5, 1.0], tf.float64)
+    np.testing.assert_array_equal(sampling.binomial(count, prob, [1, 1]).numpy(), [0.0, 0.0, 5.0, 9.0, 1e9])
+
+
+# -------------------------------------------------- segments of unequal sizes
+
+
+def test_segments_of_unequal_sizes_each_follow_their_law():
+    # One draw over 3-cell, 40-cell and 1-cell segments (so the trees differ in
+    # depth and the short ones walk single-child levels): each 3-cell segment's
+    # joint counts follow ZIM(4, 0.6, Q3), each 40-cell segment's first cell is
+    # Binomial(10, 0.5 q_0), the 1-cell segments get Binomial(3, 0.5).
+    segments = 5000
+    forty = np.linspace(1.0, 4.0, 40)
+    layout = sampling.Segments([(0, segments, 3), (3 * segments, segments, 40), (43 * segments, segments, 1)])
+    magnitudes = np.concatenate([np.tile(Q3, segments), np.tile(forty, segments), np.full(segments, 2.0)])
+    trials = np.repeat([4.0, 10.0, 3.0], segments)
+    rate = np.repeat([0.6, 0.5, 0.5], segments)
+    draw_counts = tf.function(sampling.draw_counts, jit_compile=True, autograph=False)
+    counts = draw_counts(
+        tf.constant(magnitudes), layout, tf.constant(trials), tf.constant(rate), tf.constant(0.0, tf.float64),
+        tf.constant([3, 4]), [4, 6, 2], 64,
+    ).numpy()
+    three = counts[: 3 * segments].reshape(segments, 3)
+    assert chisquare_pvalue(joint_counts(three, 4), zim_pmf(outcomes(4, 3), 4, 0.6, Q3)) > P_MIN
+    first = counts[3 * segments : 43 * segments].reshape(segments, 40)[:, 0]
+    q0 = forty[0] / forty.sum()
+    assert chisquare_pvalue(np.bincount(first, minlength=11), stats.binom.pmf(np.arange(11), 10, 0.5 * q0)) > P_MIN
+    ones = counts[43 * segments :]
+    assert chisquare_pvalue(np.bincount(ones, minlength=4), stats.binom.pmf(np.arange(4), 3, 0.5)) > P_MIN
