@@ -135,15 +135,13 @@ class Discrete(keras.initializers.Initializer):
         else:
             rows = tf.reshape(w0, [1, size])
             trials = self.trials or max(1, round(size ** (1.0 / max(len(shape), 1))))
-        # One loop step holds every trial (rate 1: all pass). Any chunk gives
-        # the same law but other seeded values; trials + 1 is the chunk the
-        # seeded weights behind docs/reproduce.md were drawn with.
+        # Rate 1: every trial passes, and one loop step of `trials` slots places them.
         counts = sampling.sample_counts(
             rows,
             trials,
             1.0,
             [seed, 1],
-            trials + 1,
+            trials,
             smoothing=self.smoothing,
             jit_compile=False,  # called once per weight: no XLA compile
         )

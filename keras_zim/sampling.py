@@ -76,9 +76,13 @@ def chunk_size(total_count, rate):
     return max(1, min(size, total_count, MAX_CHUNK))
 
 
-def _uniform(shape, seed, stream, step):
-    """Float64 Uniform[0, 1) keyed on (seed, stream, step), stateless."""
-    key = tf.random.experimental.stateless_fold_in(seed, stream)
+def _stream(seed, stream):
+    """The key of one stream of draws, `stream` a Python int; fold it outside loops."""
+    return tf.random.experimental.stateless_fold_in(seed, stream)
+
+
+def _uniform(shape, key, step):
+    """Float64 Uniform[0, 1) keyed on (stream key, step), stateless."""
     key = tf.random.experimental.stateless_fold_in(key, step)
     return tf.random.stateless_uniform(shape, key, dtype=tf.float64, alg="philox")
 
@@ -99,25 +103,25 @@ def _stirling_error(k):
     return tf.where(k < 10.0, table, series)
 
 
-def _binomial_inversion(count, prob, seed):
-    """Binomial by sequential inversion of the CDF; for `n p < 10`."""
-    u = _uniform(tf.shape(count), seed, 0, 0)
+def _inversion(count, prob, seed):
+    """Sequential inversion of the Binomial CDF, for `n p < 10`: the start `(k, pmf, cdf)`, `going` and `step`."""
+    u = _uniform(tf.shape(count), _stream(seed, 0), 0)
     ratio = prob / (1.0 - prob)
     pmf = tf.exp(count * tf.math.log1p(-prob))
 
-    def more(k, pmf, cdf):
-        return tf.reduce_any((u >= cdf) & (k < count) & (pmf > 0.0))
+    def going(k, pmf, cdf):
+        return (u >= cdf) & (k < count) & (pmf > 0.0)
 
     def step(k, pmf, cdf):
-        going = (u >= cdf) & (k < count) & (pmf > 0.0)
+        more = going(k, pmf, cdf)
         nxt = pmf * ratio * (count - k) / (k + 1.0)
-        return tf.where(going, k + 1.0, k), tf.where(going, nxt, pmf), tf.where(going, cdf + nxt, cdf)
+        return tf.where(more, k + 1.0, k), tf.where(more, nxt, pmf), tf.where(more, cdf + nxt, cdf)
 
-    return tf.while_loop(more, step, (tf.zeros_like(count), pmf, pmf))[0]
+    return (tf.zeros_like(count), pmf, pmf), going, step
 
 
-def _binomial_btrs(count, prob, seed):
-    """Binomial by transformed rejection with squeeze (Hormann 1993, BTRS); `n p >= 10`, `p <= 1/2`."""
+def _btrs(count, prob, seed):
+    """Transformed rejection with squeeze (Hormann 1993, BTRS), for `n p >= 10`, `p <= 1/2`: one attempt."""
     n, p = count, prob
     spq = tf.sqrt(n * p * (1.0 - p))
     b = 1.15 + 2.53 * spq
@@ -127,18 +131,13 @@ def _binomial_btrs(count, prob, seed):
     alpha = (2.83 + 5.1 / b) * spq
     odds = p / (1.0 - p)
     m = tf.floor((n + 1.0) * p)
-    fixed = (
-        (m + 0.5) * tf.math.log((m + 1.0) / (odds * (n - m + 1.0)))
-        + _stirling_error(m)
-        + _stirling_error(n - m)
-    )
+    fixed = (m + 0.5) * tf.math.log((m + 1.0) / (odds * (n - m + 1.0))) + _stirling_error(m) + _stirling_error(n - m)
 
-    def more(step, k, done):
-        return tf.reduce_any(~done)
+    key = _stream(seed, 1)
 
     def attempt(step, k, done):
-        u = _uniform(tf.shape(n), seed, 1, step) - 0.5
-        v = _uniform(tf.shape(n), seed, 2, step)
+        u, v = tf.unstack(_uniform(tf.concat([[2], tf.shape(n)], 0), key, step))
+        u = u - 0.5
         us = 0.5 - tf.abs(u)
         candidate = tf.floor((2.0 * a / us + b) * u + c)
         inside = (candidate >= 0.0) & (candidate <= n)
@@ -152,19 +151,17 @@ def _binomial_btrs(count, prob, seed):
             - _stirling_error(n - safe)
         )
         accept = inside & (squeeze | (tf.math.log(v * alpha / (a / (us * us) + b)) <= bound))
-        take = accept & ~done
-        return step + 1, tf.where(take, candidate, k), done | accept
+        return tf.where(accept & ~done, candidate, k), done | accept
 
-    start = (tf.constant(0), tf.zeros_like(n), tf.zeros(tf.shape(n), tf.bool))
-    return tf.while_loop(more, attempt, start)[1]
+    return attempt
 
 
 def binomial(count, prob, seed):
     """Exact `Binomial(count, prob)` draws, elementwise, as float64.
 
-    Inversion where `count * min(p, 1 - p) < 10`, BTRS rejection elsewhere;
-    both exact up to float64 rounding. `count` must be whole and `>= 0`;
-    `prob` is clipped into [0, 1].
+    Inversion where `count * min(p, 1 - p) < 10`, BTRS rejection elsewhere
+    (both in one `tf.while_loop`); exact up to float64 rounding. `count`
+    must be whole and `>= 0`; `prob` is clipped into [0, 1].
 
     Args:
         count: float64 tensor of trial counts.
@@ -179,10 +176,20 @@ def binomial(count, prob, seed):
     p = tf.where(flip, 1.0 - prob, prob)
     small = count * p < 10.0
     zero = tf.zeros_like(count)
-    inverted = _binomial_inversion(tf.where(small, count, zero), tf.where(small, p, zero), seed)
-    key = tf.random.experimental.stateless_fold_in(seed, 1)
-    rejected = _binomial_btrs(tf.where(small, tf.constant(20.0, tf.float64), count), tf.where(small, tf.constant(0.5, tf.float64), p), key)
-    draws = tf.where(small, inverted, rejected)
+    inverted, going, invert = _inversion(tf.where(small, count, zero), tf.where(small, p, zero), seed)
+    attempt = _btrs(
+        tf.where(small, zero + 20.0, count), tf.where(small, zero + 0.5, p),
+        tf.random.experimental.stateless_fold_in(seed, 1),
+    )
+
+    def more(step, inverted, rejected, done):
+        return tf.reduce_any(going(*inverted)) | tf.reduce_any(~done)
+
+    def body(step, inverted, rejected, done):
+        return (step + 1, invert(*inverted)) + attempt(step, rejected, done)
+
+    _, inverted, rejected, _ = tf.while_loop(more, body, (tf.constant(0), inverted, zero, small))
+    draws = tf.where(small, inverted[0], rejected)
     draws = tf.where((p > 0.0) & (count > 0.0), draws, zero)
     return tf.where(flip, count - draws, draws)
 
@@ -340,10 +347,12 @@ def _place_uniform(counts, layout, uniform, slots, seed):
     def more(step, counts):
         return tf.reduce_any(tf.cast(step, tf.float64) * slot_per_segment < uniform)
 
+    keys = [_stream(seed, 3 + g) for g in range(len(slots))]
+
     def body(step, counts):
         indices = []
-        for g, ((start, count, size), k) in enumerate(zip(layout.groups, slots)):
-            u = _uniform([count, k], seed, 3 + g, step)
+        for g, (key, (start, count, size), k) in enumerate(zip(keys, layout.groups, slots)):
+            u = _uniform([count, k], key, step)
             local = tf.minimum(tf.cast(tf.floor(u * size), tf.int32), size - 1)
             rank = tf.cast(step * k + tf.range(k), tf.float64)
             live = rank[None, :] < uniform[bounds[g] : bounds[g + 1], None]
@@ -362,6 +371,8 @@ def _place_searched(counts, layout, tree, searched, seed, chunk):
     if layout.count > 1:  # which segment each trial belongs to: a tree over the segments' counts
         owners = _SegmentTree(searched, Segments([(0, 1, layout.count)]), tf.identity)
 
+    key = _stream(seed, 2)
+
     def more(step, counts):
         return tf.cast(step * chunk, tf.float64) < total
 
@@ -371,7 +382,7 @@ def _place_searched(counts, layout, tree, searched, seed, chunk):
             segment = tf.minimum(owners.locate(tf.zeros([chunk], tf.int32), rank), layout.count - 1)
         else:
             segment = tf.zeros([chunk], tf.int32)
-        target = _uniform([chunk], seed, 2, step) * tf.gather(tree.total, segment)
+        target = _uniform([chunk], key, step) * tf.gather(tree.total, segment)
         local = tf.minimum(tree.locate(segment, target), tf.gather(tree.sizes, segment) - 1)
         index = tf.where(rank < total, tf.gather(tree.cell_starts, segment) + local, dump)
         return step + 1, tf.tensor_scatter_nd_add(counts, index[:, None], tf.ones_like(index))
