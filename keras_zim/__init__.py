@@ -3,6 +3,7 @@
 from importlib import metadata
 
 from keras_zim import callbacks
+from keras_zim import constraints
 from keras_zim import distributions
 from keras_zim import export
 from keras_zim import initializers
@@ -18,6 +19,7 @@ except metadata.PackageNotFoundError:  # running from a source tree
 __all__ = [
     "ZIM",
     "callbacks",
+    "constraints",
     "distributions",
     "export",
     "initializers",
