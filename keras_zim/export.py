@@ -624,8 +624,8 @@ def export_litert(model, path, unit=None, sample=None):
     >>> import os, tempfile
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, kernel_initializer="ones")])
     >>> result = export_litert(model, os.path.join(tempfile.mkdtemp(), "m.tflite"))
-    >>> result.tensors
-    [('sequential/dense/kernel', 'int4', (3, 4))]
+    >>> [(dtype, shape) for _, dtype, shape in result.tensors]
+    [('int4', (3, 4))]
     """
     _check_model(model)
     unit = _check_unit(unit, model)
