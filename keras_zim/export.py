@@ -622,10 +622,10 @@ def export_litert(model, path, unit=None, sample=None):
     Example:
 
     >>> import os, tempfile
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, kernel_initializer="ones")])
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, kernel_initializer="ones", name="d")], name="m")
     >>> result = export_litert(model, os.path.join(tempfile.mkdtemp(), "m.tflite"))
-    >>> [(dtype, shape) for _, dtype, shape in result.tensors]
-    [('int4', (3, 4))]
+    >>> result.tensors
+    [('m/d/kernel', 'int4', (3, 4))]
     """
     _check_model(model)
     unit = _check_unit(unit, model)
