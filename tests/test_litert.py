@@ -54,3 +54,18 @@ def test_a_float_model_has_no_integer_tensors():
     flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], module).convert()
     assert litert.integer_tensors(flatbuffer) == []
     assert litert.sign_weights(flatbuffer) == (flatbuffer, [])
+
+
+def test_the_interpreter_falls_back_to_ai_edge_litert_where_tensorflow_has_none(monkeypatch):
+    litert_interpreter = pytest.importorskip("ai_edge_litert.interpreter")
+    kernel = np.arange(-3, 3, dtype="float32").reshape(3, 2)
+    flatbuffer, _ = litert.sign_weights(_fake_quantised_dense(8, kernel))
+    assert type(litert.interpreter(flatbuffer)) is tf.lite.Interpreter
+    monkeypatch.delattr(tf.lite, "Interpreter")
+    interpreter = litert.interpreter(flatbuffer)
+    assert type(interpreter) is litert_interpreter.Interpreter
+    x = np.ones((1, 3), "float32")
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    np.testing.assert_array_equal(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), x @ kernel)
