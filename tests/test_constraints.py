@@ -1,5 +1,13 @@
-"""Tests of keras_zim.constraints: bounded integer grids kept through training."""
+"""Tests of keras_zim.constraints: bounded integer grids kept through training.
 
+The MirroredStrategy test runs this file as a script in a child process:
+logical devices must be configured before TensorFlow initialises them.
+"""
+
+import json
+import sys
+
+import children
 import keras
 import numpy as np
 import pytest
@@ -189,3 +197,61 @@ def test_one_step_at_the_bound_pushing_inward_is_the_rule_cut_at_the_far_bound()
     np.testing.assert_array_equal(
         _projected_steps([1.0, 0.0], [2.0, 0.0], steps=2, learning_rate=1.0, trials=5), [[-2.0, 0.0]] * 2
     )
+
+
+# --- MirroredStrategy --------------------------------------------------------
+
+
+def _mirrored_child(out):
+    import tensorflow as tf
+
+    (cpu,) = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    # Integer data, MSE over 4 * 16 entries: gradients exact in float32, so the
+    # all-reduced gradient of two replicas is the one-device gradient bit for bit.
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 4, size=(64, 8)).astype("float32")
+    y = rng.integers(-3, 4, size=(64, 4)).astype("float32")
+
+    def build():
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, kernel_constraint=constraints.Ternary())])
+        model.set_weights([np.random.default_rng(1).integers(-1, 2, (8, 4)).astype("float32"), np.zeros(4, "float32")])
+        model.compile(optimizer=keras_zim.ZIM(learning_rate=1.0, seed=3), loss="mse")
+        return model
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        two = build()
+    steps = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            copies = [c.numpy() for c in strategy.experimental_local_results(two.layers[0].kernel.value)]
+            steps.append({"kernels": [c.tolist() for c in copies]})
+
+    two.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[Record()])
+    one = build()
+    one.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+    with open(out, "w") as stream:
+        json.dump({"replicas": strategy.num_replicas_in_sync, "steps": steps,
+                   "one": keras.ops.convert_to_numpy(one.layers[0].kernel).tolist()}, stream)
+
+
+def test_mirrored_replicas_keep_the_bounded_grid_and_agree(tmp_path):
+    out = tmp_path / "mirrored.json"
+    children.finish([children.start(__file__, "mirrored", out)])
+    result = json.loads(out.read_text())
+    assert result["replicas"] == 2 and len(result["steps"]) == 8
+    for step in result["steps"]:
+        first, second = (np.array(k) for k in step["kernels"])
+        np.testing.assert_array_equal(first, second)
+        assert set(np.unique(first).tolist()) <= {-1.0, 0.0, 1.0}
+    np.testing.assert_array_equal(result["steps"][-1]["kernels"][0], result["one"])
+    assert not np.array_equal(result["steps"][0]["kernels"][0], result["steps"][-1]["kernels"][0])
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "mirrored":
+        _mirrored_child(sys.argv[2])
+    else:
+        raise SystemExit(f"unknown mode {sys.argv[1]!r}")
