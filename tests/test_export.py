@@ -399,3 +399,11 @@ def test_report_gives_the_range_and_the_fraction_at_the_bound():
     halves.layers[0].kernel.assign([[1.0], [0.5]])
     assert export.integer_report(halves, unit=0.5)[0][-2:] == ((-2, 2), 0.5)
     assert export.integer_report(halves, unit=1.0)[0].range == (-1, 1)
+
+
+def test_litert_check_leaves_out_exact_ties(tmp_path):
+    # Two output units with equal weights tie on every row: rounding, not the model, picks the argmax.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.layers[0].kernel.assign([[1.0, 1.0, -2.0], [2.0, 2.0, 0.0], [-1.0, -1.0, 1.0], [3.0, 3.0, 1.0]])
+    result = export.export_litert(model, tmp_path / "tie.tflite", sample=np.random.default_rng(0).random((32, 4)).astype("float32"))
+    assert [t[1] for t in result.tensors] == ["int4"]
