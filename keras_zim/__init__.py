@@ -7,6 +7,7 @@ from keras_zim import constraints
 from keras_zim import distributions
 from keras_zim import export
 from keras_zim import initializers
+from keras_zim import litert
 from keras_zim import sampling
 from keras_zim.grid import is_integral
 from keras_zim.optimizers import ZIM
@@ -24,5 +25,6 @@ __all__ = [
     "export",
     "initializers",
     "is_integral",
+    "litert",
     "sampling",
 ]
