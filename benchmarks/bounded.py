@@ -35,6 +35,15 @@ docs/bounded.md:
     python benchmarks/bounded.py --datasets digits --epochs 20 --results digits.jsonl
     cat mnist.jsonl digits.jsonl > bounded.jsonl
     python benchmarks/bounded.py --summary-only --results bounded.jsonl
+
+The ternary rate sweep (ZIM runs only; the `r = 0.01` runs are those above):
+
+    for r in 0.003 0.03 0.1; do
+      python benchmarks/bounded.py --datasets mnist --epochs 5 --widths ternary \
+          --ternary-rate $r --no-baselines --results ternary-$r-mnist.jsonl
+      python benchmarks/bounded.py --datasets digits --epochs 20 --widths ternary \
+          --ternary-rate $r --no-baselines --results ternary-$r-digits.jsonl
+    done
 """
 
 import argparse
@@ -265,6 +274,7 @@ def main(argv=None):
     parser.add_argument("--results", default="bounded.jsonl")
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--no-qat", action="store_true", help="skip the STE QAT baseline")
+    parser.add_argument("--no-baselines", action="store_true", help="ZIM runs only (e.g. for a rate sweep)")
     parser.add_argument("--ternary-rate", type=float, default=RATES["ternary"])
     args = parser.parse_args(argv)
     RATES["ternary"] = args.ternary_rate
@@ -280,8 +290,10 @@ def main(argv=None):
         data = load_data(dataset)
         for seed in args.seeds:
             for model in args.models:
-                jobs = [("zim", w) for w in args.widths] + [("sgd", "unbounded"), ("adam", "unbounded")]
-                if not args.no_qat:
+                jobs = [("zim", w) for w in args.widths]
+                if not args.no_baselines:
+                    jobs += [("sgd", "unbounded"), ("adam", "unbounded")]
+                if not (args.no_qat or args.no_baselines):
                     jobs += [("qat", w) for w in args.widths if WIDTHS[w] is not None]
                 for method, width in jobs:
                     base = {"dataset": dataset, "model": model, "method": method, "width": width, "seed": seed,
