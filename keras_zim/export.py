@@ -26,6 +26,7 @@ which holds it exactly).
 """
 
 import collections
+import itertools
 import json
 import math
 import numbers
@@ -480,52 +481,21 @@ def _litert_kernels(model, unit):
     return kernels
 
 
-def _litert_flatbuffer(model, kernels, unit, integer):
-    """Converts `model` with its current weights as constants; kernels fake-quantised to scale `unit` if `integer`."""
-    module = tf.Module()
-    module.copies = [tf.Variable(keras.ops.convert_to_numpy(v), trainable=False) for v in model.variables]
-    pairs = list(zip(model.variables, module.copies))
-    inputs = model.inputs
-    specs = [tf.TensorSpec([None] + list(t.shape)[1:], t.dtype) for t in inputs]
-
-    def value(variable, copy):
-        if not integer or id(variable) not in kernels:
-            return tf.identity(copy)
-        width = kernels[id(variable)][2]
-        # The fake-quant grid of width bits with scale exactly `unit`: [-2**(w-1), 2**(w-1) - 1] units.
-        return tf.quantization.fake_quant_with_min_max_args(
-            copy, min=-(2 ** (width - 1)) * unit, max=(2 ** (width - 1) - 1) * unit, num_bits=width, narrow_range=False
-        )
-
-    @tf.function(input_signature=specs, autograph=False)
-    def serve(*args):
-        with keras.StatelessScope(state_mapping=[(v, value(v, c)) for v, c in pairs]):
-            return model(list(args) if len(args) > 1 else args[0], training=False)
-
-    module.serve = serve
-    directory = tempfile.mkdtemp(prefix="keras_zim_litert_")
-    try:
-        tf.saved_model.save(module, directory, signatures={"serving_default": serve})
-        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-        # Keep each fake-quantised weight as the integer constant + DEQUANTIZE that it
-        # annotates (the ops run in float32) instead of folding it back to float32.
-        converter._experimental_strict_qdq = integer
-        return converter.convert()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def _litert_sample(model, sample):
     if sample is not None:
-        return [np.asarray(s) for s in (sample if isinstance(sample, (list, tuple)) else [sample])]
+        arrays = [np.asarray(s) for s in (sample if isinstance(sample, (list, tuple)) else [sample])]
+        if len(arrays) != len(model.inputs):
+            raise ValueError(
+                f"Argument `sample` must be one input batch per model input ({len(model.inputs)}). "
+                f"Received: {len(arrays)} arrays"
+            )
+        return arrays
     rng = np.random.default_rng(0)
     return [rng.random([8] + list(t.shape)[1:]).astype(keras.backend.standardize_dtype(t.dtype)) for t in model.inputs]
 
 
 def _match_kernels(tensors, kernels, unit):
     """Pairs each kernel with the flatbuffer tensor holding its integers (possibly transposed)."""
-    import itertools
-
     found, free = [], list(tensors)
     for variable, units, width in kernels.values():
         match = None
@@ -557,17 +527,7 @@ def _match_kernels(tensors, kernels, unit):
 def _check_litert(model, flatbuffer, kernels, unit, sample):
     """Runs `flatbuffer` in the LiteRT interpreter on `sample`: outputs must match the model's."""
     tensors = _match_kernels(litert.integer_tensors(flatbuffer), kernels, unit)
-    interpreter = litert.interpreter(flatbuffer)
-    inputs = interpreter.get_input_details()
-    if len(inputs) != len(sample):
-        raise ValueError(f"Argument `sample` must hold {len(inputs)} input arrays. Received: {len(sample)}")
-    for detail, array in zip(inputs, sample):
-        interpreter.resize_tensor_input(detail["index"], array.shape)
-    interpreter.allocate_tensors()
-    for detail, array in zip(inputs, sample):
-        interpreter.set_tensor(detail["index"], array.astype(detail["dtype"]))
-    interpreter.invoke()
-    got = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    got = litert.run(flatbuffer, sample)
     want = [np.asarray(keras.ops.convert_to_numpy(t)) for t in tf.nest.flatten(model(sample if len(sample) > 1 else sample[0], training=False))]
     if len(got) != len(want):
         raise ValueError(f"The LiteRT model has {len(got)} outputs; the model has {len(want)}.")
@@ -639,8 +599,9 @@ def export_litert(model, path, unit=None, sample=None):
         raise ValueError("Argument `model` must have defined inputs (build it from keras.Input) for export_litert.")
     kernels = _litert_kernels(model, unit)
     sample = _litert_sample(model, sample)
-    float_bytes = len(_litert_flatbuffer(model, kernels, unit, integer=False))
-    flatbuffer, _ = litert.sign_weights(_litert_flatbuffer(model, kernels, unit, integer=True))
+    float_bytes = len(litert.convert(model))
+    widths = {key: width for key, (_, _, width) in kernels.items()}
+    flatbuffer, _ = litert.sign_weights(litert.convert(model, widths, unit))
     tensors = _check_litert(model, flatbuffer, kernels, unit, sample)
     handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".tflite")
     try:

@@ -1,6 +1,8 @@
-"""LiteRT (TFLite) flatbuffers: read their integer weight tensors, and sign them.
+"""LiteRT (TFLite) flatbuffers: convert a model with integer kernels, read them back, run it.
 
-A small reader of the TFLite flatbuffer schema (`tensorflow/lite/schema/schema.fbs`)
+`convert` writes a Keras model as a LiteRT flatbuffer in which chosen kernels
+are fake-quantised on the grid of scale `unit`, which TensorFlow's converter
+keeps as integer constants followed by DEQUANTIZE. A small reader of the TFLite flatbuffer schema (`tensorflow/lite/schema/schema.fbs`)
 on the `flatbuffers` runtime, for what `keras_zim.export.export_litert` needs:
 list the quantised constant tensors of a model with their integers, and turn the
 unsigned tensors that TensorFlow's converter writes for a fake-quantised weight
@@ -9,15 +11,19 @@ ones (int8 or int4, zero point 0) in place: the same dequantised values, the
 same bytes, with the sign bit flipped.
 """
 
+import shutil
 import struct
+import tempfile
 import warnings
 
+import keras
 import numpy as np
+import tensorflow as tf
 from flatbuffers import encode
 from flatbuffers import number_types
 from flatbuffers import table
 
-__all__ = ["IntegerTensor", "integer_tensors", "interpreter", "sign_weights"]
+__all__ = ["IntegerTensor", "convert", "integer_tensors", "interpreter", "run", "sign_weights"]
 
 # TensorType values of the schema.
 _TYPES = {3: "uint8", 9: "int8", 17: "int4", 20: "uint4", 19: "int2"}
@@ -192,3 +198,83 @@ def interpreter(model_content):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
         return make(model_content=model_content)
+
+
+def convert(model, widths=None, unit=1.0):
+    """Converts `model`, its current weights as constants, to a LiteRT flatbuffer.
+
+    Every variable of `model` is read once and frozen. A kernel named in
+    `widths` passes through `tf.quantization.fake_quant_with_min_max_args` on
+    `[-2**(w-1), 2**(w-1) - 1]` units, whose scale is exactly `unit`; for
+    values already on that grid it changes nothing, and the converter (with
+    its strict QDQ mode) stores the weight as a uint8 (zero point 128) or uint4
+    (zero point 8) constant followed by DEQUANTIZE, the ops running in float32.
+    `sign_weights` then makes those constants int8 or int4 with zero point 0.
+
+    Args:
+        model: a built `keras.Model` with defined inputs.
+        widths: a dict from `id(variable)` to 4 or 8, the kernels to store as
+            integers, or None for none (a float32 flatbuffer). Defaults to
+            `None`.
+        unit: the grid step (a power of two). Defaults to `1.0`.
+
+    Returns:
+        The flatbuffer's bytes.
+    """
+    widths = widths or {}
+    module = tf.Module()
+    module.copies = [tf.Variable(keras.ops.convert_to_numpy(v), trainable=False) for v in model.variables]
+    pairs = list(zip(model.variables, module.copies))
+    specs = [tf.TensorSpec([None] + list(t.shape)[1:], t.dtype) for t in model.inputs]
+
+    def value(variable, copy):
+        width = widths.get(id(variable))
+        if width is None:
+            return tf.identity(copy)
+        return tf.quantization.fake_quant_with_min_max_args(
+            copy, min=-(2 ** (width - 1)) * unit, max=(2 ** (width - 1) - 1) * unit, num_bits=width, narrow_range=False
+        )
+
+    @tf.function(input_signature=specs, autograph=False)
+    def serve(*args):
+        with keras.StatelessScope(state_mapping=[(v, value(v, c)) for v, c in pairs]):
+            return model(list(args) if len(args) > 1 else args[0], training=False)
+
+    module.serve = serve
+    directory = tempfile.mkdtemp(prefix="keras_zim_litert_")
+    try:
+        tf.saved_model.save(module, directory, signatures={"serving_default": serve})
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+        # Keep each fake-quantised weight as the integer constant + DEQUANTIZE that it
+        # annotates instead of folding it back to float32 (docs/bounded.md).
+        converter._experimental_strict_qdq = bool(widths)
+        return converter.convert()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(model_content, inputs):
+    """Runs a LiteRT model once on a batch.
+
+    Args:
+        model_content: the model's bytes.
+        inputs: a list of arrays, one per model input, in the interpreter's
+            input order.
+
+    Returns:
+        The list of output arrays, in the interpreter's output order.
+
+    Raises:
+        ValueError: if the number of inputs does not match the model's.
+    """
+    runner = interpreter(model_content)
+    details = runner.get_input_details()
+    if len(details) != len(inputs):
+        raise ValueError(f"Argument `inputs` must hold {len(details)} arrays. Received: {len(inputs)}")
+    for detail, array in zip(details, inputs):
+        runner.resize_tensor_input(detail["index"], np.shape(array))
+    runner.allocate_tensors()
+    for detail, array in zip(details, inputs):
+        runner.set_tensor(detail["index"], np.asarray(array).astype(detail["dtype"]))
+    runner.invoke()
+    return [runner.get_tensor(d["index"]) for d in runner.get_output_details()]

@@ -407,3 +407,10 @@ def test_litert_check_leaves_out_exact_ties(tmp_path):
     model.layers[0].kernel.assign([[1.0, 1.0, -2.0], [2.0, 2.0, 0.0], [-1.0, -1.0, 1.0], [3.0, 3.0, 1.0]])
     result = export.export_litert(model, tmp_path / "tie.tflite", sample=np.random.default_rng(0).random((32, 4)).astype("float32"))
     assert [t[1] for t in result.tensors] == ["int4"]
+
+
+def test_litert_refuses_a_sample_that_does_not_fit_the_inputs(tmp_path):
+    model = _wide_model(-7, 7)
+    with pytest.raises(ValueError, match=r"Argument `sample` must be one input batch per model input \(1\)"):
+        export.export_litert(model, tmp_path / "m.tflite", sample=[np.zeros((2, 784)), np.zeros((2, 784))])
+    assert os.listdir(tmp_path) == []
