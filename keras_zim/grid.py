@@ -79,7 +79,18 @@ def check_range(low, high, optional=False):
 
 
 def check_dtype_holds(low, high, dtype, what):
-    """Raises ValueError if a float `dtype` does not hold every integer of [low, high] exactly."""
+    """Raises ValueError if a float `dtype` does not hold every integer of [low, high] exactly.
+
+    Args:
+        low: the smallest integer of the range, or None for an open side.
+        high: the largest integer of the range, or None for an open side.
+        dtype: the dtype the values will be held in.
+        what: a name for the error message (e.g. `"IntegerRange(-7, 7)"`).
+
+    Raises:
+        ValueError: if `dtype` is not a float dtype, or a bound exceeds
+            `2**digits` of it (`exact_digits`).
+    """
     digits = exact_digits(dtype)
     if digits is None:
         raise ValueError(f"{what} needs a float dtype (float16, bfloat16, float32, float64). Received: dtype={dtype}")
@@ -96,10 +107,11 @@ def _values(model_or_variables):
     name = "model_or_variables"
     if isinstance(model_or_variables, keras.layers.Layer):
         return list(model_or_variables.trainable_weights)
-    if isinstance(model_or_variables, (keras.Variable, np.ndarray, np.generic)) or keras.ops.is_tensor(
+    single = isinstance(model_or_variables, (keras.Variable, np.ndarray, np.generic)) or keras.ops.is_tensor(
         model_or_variables
-    ):
-        return [model_or_variables]
+    )
+    if single or (hasattr(model_or_variables, "shape") and hasattr(model_or_variables, "dtype")):
+        return [model_or_variables]  # one array-like (a tf.Variable, a tensor of any backend)
     if isinstance(model_or_variables, (list, tuple)):
         return list(model_or_variables)
     raise ValueError(

@@ -60,3 +60,9 @@ def test_check_range():
 
 def test_exact_digits():
     assert [grid.exact_digits(d) for d in ("float16", "bfloat16", "float32", "float64", "int8")] == [11, 8, 24, 53, None]
+
+
+def test_is_integral_takes_a_tf_variable():
+    import tensorflow as tf
+
+    assert keras_zim.is_integral(tf.Variable([1.0, -3.0])) and not keras_zim.is_integral(tf.Variable([1.5]))
