@@ -3,9 +3,11 @@
 from importlib import metadata
 
 from keras_zim import callbacks
+from keras_zim import constraints
 from keras_zim import distributions
 from keras_zim import export
 from keras_zim import initializers
+from keras_zim import litert
 from keras_zim import sampling
 from keras_zim.grid import is_integral
 from keras_zim.optimizers import ZIM
@@ -18,9 +20,11 @@ except metadata.PackageNotFoundError:  # running from a source tree
 __all__ = [
     "ZIM",
     "callbacks",
+    "constraints",
     "distributions",
     "export",
     "initializers",
     "is_integral",
+    "litert",
     "sampling",
 ]

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_zim.constraints import IntegerRange
 from keras_zim.export import signed_bits
 from keras_zim.models import calibrate_batch_norm
 from keras_zim.optimizers import ZIM
@@ -52,6 +53,13 @@ class ZIMMonitor(keras.callbacks.Callback):
       weight in units (NaN if a weight is off the grid).
     - `zim_integral`: 1.0 if every trainable weight is a finite multiple of
       `unit`, else 0.0.
+    - `zim_at_bound` (only if a trainable weight has a
+      `keras_zim.constraints.IntegerRange`): the fraction of the entries of
+      such weights that sit at either bound of their range. A fraction near
+      1 says the range is too narrow or the rate too large.
+    - With `per_variable=True`, for each trainable variable `path`:
+      `zim_min/<path>` and `zim_max/<path>` (its smallest and largest entry
+      in units) and, with an `IntegerRange`, `zim_at_bound/<path>`.
     - `zim_replicas_agree` (only under a `tf.distribute` strategy with more
       than one local replica): 1.0 if every local replica holds bit-identical
       trainable weights, else 0.0. ZIM samples the same move on every replica
@@ -67,6 +75,8 @@ class ZIMMonitor(keras.callbacks.Callback):
             or None to skip it. Defaults to `None`.
         per_step: compare weights around every step for `zim_moves_per_step`
             (one copy of the trainable weights per step). Defaults to `True`.
+        per_variable: also log each variable's range in units and fraction
+            at its bound. Defaults to `False`.
 
     Raises:
         ValueError: for invalid arguments, or at the start of `fit` if the
@@ -85,8 +95,11 @@ class ZIMMonitor(keras.callbacks.Callback):
     ([4.0], [1.0])
     """
 
-    def __init__(self, data=None, per_step=True):
+    def __init__(self, data=None, per_step=True, per_variable=False):
         super().__init__()
+        if not isinstance(per_variable, bool):
+            raise ValueError(f"Argument `per_variable` must be a bool. Received: per_variable={per_variable!r}")
+        self.per_variable = per_variable
         if data is not None and not (isinstance(data, (tuple, list)) and len(data) in (2, 3)):
             raise ValueError(
                 "Argument `data` must be None or an (x, y) or (x, y, sample_weight) "
@@ -137,6 +150,25 @@ class ZIMMonitor(keras.callbacks.Callback):
             for g in gradients
             if g is not None
         )
+
+    def _log_ranges(self, logs, units):
+        """`zim_at_bound` over IntegerRange-constrained weights, and the per-variable keys."""
+        at_bound = bounded = 0
+        for variable, values in zip(self.model.trainable_variables, units):
+            constraint = getattr(variable, "constraint", None)
+            fraction = None
+            if isinstance(constraint, IntegerRange):
+                scale = constraint.unit / self._zim.unit
+                hits = int(np.count_nonzero((values <= constraint.low * scale) | (values >= constraint.high * scale)))
+                at_bound, bounded = at_bound + hits, bounded + values.size
+                fraction = hits / values.size if values.size else 0.0
+            if self.per_variable and values.size:
+                logs[f"zim_min/{variable.path}"] = float(values.min())
+                logs[f"zim_max/{variable.path}"] = float(values.max())
+                if fraction is not None:
+                    logs[f"zim_at_bound/{variable.path}"] = fraction
+        if bounded:
+            logs["zim_at_bound"] = at_bound / bounded
 
     # --- the callback -----------------------------------------------------
 
@@ -191,6 +223,7 @@ class ZIMMonitor(keras.callbacks.Callback):
             logs["zim_int_bits"] = float(signed_bits(low, high))
         else:
             logs["zim_int_bits"] = float("nan")
+        self._log_ranges(logs, units)
         agree = self._replicas_agree()
         if agree is not None:
             logs["zim_replicas_agree"] = 1.0 if agree else 0.0

@@ -8,7 +8,10 @@ the narrowest integer dtype that holds it (a model whose weights stay within
 which width each weight needs without writing anything. `export_saved_model`
 writes a SavedModel for TF Serving atomically: it is checked (exact grid
 weights, and `serve(sample)` equal to the model's own output) before it
-appears at its path, and a failure leaves nothing behind.
+appears at its path, and a failure leaves nothing behind. `export_litert`
+writes a LiteRT (TFLite) flatbuffer whose kernels are int8 or int4 tensors
+with scale `unit`, checked in the LiteRT interpreter before it is renamed
+into place.
 
 #### File format
 
@@ -23,6 +26,7 @@ which holds it exactly).
 """
 
 import collections
+import itertools
 import json
 import math
 import numbers
@@ -34,8 +38,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_zim import constraints
+from keras_zim import litert
+
 __all__ = [
     "IntegerWidth",
+    "LiteRTExport",
+    "export_litert",
     "export_saved_model",
     "integer_report",
     "load_integer_weights",
@@ -48,7 +57,9 @@ VERSION = 1
 _INTEGER_DTYPES = ("int8", "int16", "int32", "int64")
 
 IntegerWidth = collections.namedtuple(
-    "IntegerWidth", ["path", "shape", "dtype", "grid", "low", "high", "bits", "stored"]
+    "IntegerWidth",
+    ["path", "shape", "dtype", "grid", "low", "high", "bits", "stored", "range", "at_bound"],
+    defaults=(None, None),
 )
 IntegerWidth.__doc__ = """One weight of `integer_report`.
 
@@ -56,8 +67,27 @@ Fields: `path` (the variable's path), `shape`, `dtype` (the variable's
 dtype), `grid` (True if every entry is a finite multiple of `unit`), `low`
 and `high` (the smallest and largest entry in units, ints; None off the
 grid), `bits` (the signed two's-complement width that holds [low, high]; None
-off the grid) and `stored` (the dtype written by `save_integer_weights`).
+off the grid), `stored` (the dtype written by `save_integer_weights`),
+`range` (the `(low, high)` of the variable's
+`keras_zim.constraints.IntegerRange` in units, or None without one) and
+`at_bound` (the fraction of entries at either end of `range`; None without
+one).
 """
+
+
+def _constraint_range(variable, unit):
+    """The variable's IntegerRange as (low, high) in units of `unit` (floats if not whole), or None."""
+    constraint = getattr(variable, "constraint", None)
+    if not isinstance(constraint, constraints.IntegerRange):
+        return None
+    bounds = [b * constraint.unit / unit for b in (constraint.low, constraint.high)]
+    return tuple(int(b) if b == int(b) else b for b in bounds)
+
+
+def _at_bound(units, bounds):
+    if bounds is None:
+        return None
+    return float(np.mean((units <= bounds[0]) | (units >= bounds[1]))) if units.size else 0.0
 
 
 def signed_bits(low, high):
@@ -147,12 +177,17 @@ def _weight_record(variable, unit):
     grid, units = _on_grid(values, unit)
     if not grid:
         stored = "float32" if dtype == "bfloat16" else dtype
-        return IntegerWidth(variable.path, shape, dtype, False, None, None, None, stored), values.astype(stored)
+        bounds = _constraint_range(variable, unit)
+        at_bound = _at_bound(np.asarray(values, np.float64) / unit, bounds)
+        record = IntegerWidth(variable.path, shape, dtype, False, None, None, None, stored, bounds, at_bound)
+        return record, values.astype(stored)
     low = int(units.min()) if units.size else 0
     high = int(units.max()) if units.size else 0
     bits = signed_bits(low, high)
     stored = next(d for d in _INTEGER_DTYPES if np.iinfo(d).min <= low and high <= np.iinfo(d).max)
-    return IntegerWidth(variable.path, shape, dtype, True, low, high, bits, stored), units.astype(stored)
+    bounds = _constraint_range(variable, unit)
+    record = IntegerWidth(variable.path, shape, dtype, True, low, high, bits, stored, bounds, _at_bound(units, bounds))
+    return record, units.astype(stored)
 
 
 def integer_report(model, unit=None):
@@ -164,7 +199,9 @@ def integer_report(model, unit=None):
             the model's ZIM optimizer (1.0 without one). Defaults to `None`.
 
     Returns:
-        A list of `IntegerWidth`, one per `model.weights` entry, in order.
+        A list of `IntegerWidth`, one per `model.weights` entry, in order: its
+        width, and for a weight with a `keras_zim.constraints.IntegerRange`
+        the range and the fraction of its entries at a bound.
 
     Raises:
         ValueError: if `model` is not a built Keras model or `unit` is invalid.
@@ -383,3 +420,196 @@ def export_saved_model(model, path, unit=None, sample=None, **kwargs):
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     return path
+
+
+# --- LiteRT ----------------------------------------------------------------
+
+LiteRTExport = collections.namedtuple("LiteRTExport", ["path", "bytes", "float32_bytes", "tensors"])
+LiteRTExport.__doc__ = """What `export_litert` wrote.
+
+Fields: `path` (absolute path of the `.tflite` file), `bytes` (its size),
+`float32_bytes` (the size of the float32 LiteRT file of the same model,
+converted the same way without integer weights) and `tensors` (a list of
+`(variable path, dtype, shape)` per integer kernel: `"int8"` or `"int4"`, and
+the kernel's shape in the flatbuffer, which LiteRT may transpose: a Dense
+kernel `(in, out)` is stored `(out, in)`).
+"""
+
+_LITERT_WIDTHS = (4, 8)
+
+
+def _check_litert_path(path):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).endswith(".tflite"):
+        raise ValueError(f"Argument `path` must be a path ending in '.tflite'. Received: path={path!r}")
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ValueError(f"The parent directory of `path` must exist. Received: path={path!r}")
+    return path
+
+
+def _litert_kernels(model, unit):
+    """{variable id: (variable, integer values in units, width)} of the kernels; checks every trainable weight."""
+    kernels = {}
+    for variable in model.trainable_weights:
+        dtype = keras.backend.standardize_dtype(variable.dtype)
+        values = np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+        grid, units = _on_grid(values, unit)
+        if not _is_float(dtype) or not grid:
+            raise ValueError(
+                f"Trainable weight '{variable.path}' is not on the grid of unit={unit}: export_litert stores "
+                "the exact integers of a model trained with keras_zim.ZIM, or pass its grid `unit`."
+            )
+        bounds = _constraint_range(variable, unit)
+        if bounds is not None and units.size and (units.min() < bounds[0] or units.max() > bounds[1]):
+            raise ValueError(
+                f"Trainable weight '{variable.path}' is outside the range of its constraint "
+                f"{type(variable.constraint).__name__}: values in [{units.min():g}, {units.max():g}] units "
+                f"against [{bounds[0]}, {bounds[1]}]."
+            )
+        if len(variable.shape) < 2:
+            continue  # biases and normalisation scales stay float32 (exact: they are on the grid)
+        span = bounds if bounds is not None and all(float(b).is_integer() for b in bounds) else (units.min(), units.max())
+        bits = signed_bits(int(min(span[0], 0)), int(max(span[1], 0)))
+        width = next((w for w in _LITERT_WIDTHS if bits <= w), None)
+        if width is None:
+            raise ValueError(
+                f"Trainable weight '{variable.path}' needs {bits} signed bits (values in "
+                f"[{units.min():g}, {units.max():g}] units); export_litert stores kernels as int8 or int4. "
+                "Bound it with keras_zim.constraints.IntegerRange(-127, 127)."
+            )
+        kernels[id(variable)] = (variable, units, width)
+    return kernels
+
+
+def _litert_sample(model, sample):
+    if sample is not None:
+        arrays = [np.asarray(s) for s in (sample if isinstance(sample, (list, tuple)) else [sample])]
+        if len(arrays) != len(model.inputs):
+            raise ValueError(
+                f"Argument `sample` must be one input batch per model input ({len(model.inputs)}). "
+                f"Received: {len(arrays)} arrays"
+            )
+        return arrays
+    rng = np.random.default_rng(0)
+    return [rng.random([8] + list(t.shape)[1:]).astype(keras.backend.standardize_dtype(t.dtype)) for t in model.inputs]
+
+
+def _match_kernels(tensors, kernels, unit):
+    """Pairs each kernel with the flatbuffer tensor holding its integers (possibly transposed)."""
+    found, free = [], list(tensors)
+    for variable, units, width in kernels.values():
+        match = None
+        for tensor in free:
+            if tensor.values.size != units.size:
+                continue
+            for order in itertools.permutations(range(units.ndim)):
+                if tensor.shape == tuple(units.shape[i] for i in order) and np.array_equal(
+                    tensor.values, np.transpose(units, order)
+                ):
+                    match = tensor
+                    break
+            if match is not None:
+                break
+        if match is None:
+            raise ValueError(f"The LiteRT model has no integer tensor equal to '{variable.path}' in units of {unit}.")
+        if match.dtype != f"int{width}" or match.scale != unit or match.zero_point != 0:
+            raise ValueError(
+                f"The LiteRT tensor of '{variable.path}' is {match.dtype} with scale {match.scale} and zero point "
+                f"{match.zero_point}; expected int{width}, scale {unit}, zero point 0."
+            )
+        free.remove(match)
+        found.append((variable.path, match.dtype, match.shape))
+    if free:
+        raise ValueError(f"The LiteRT model has integer tensors that are no kernel of the model: {[t.name for t in free]}")
+    return found
+
+
+def _check_litert(model, flatbuffer, kernels, unit, sample):
+    """Runs `flatbuffer` in the LiteRT interpreter on `sample`: outputs must match the model's."""
+    tensors = _match_kernels(litert.integer_tensors(flatbuffer), kernels, unit)
+    got = litert.run(flatbuffer, sample)
+    want = [np.asarray(keras.ops.convert_to_numpy(t)) for t in tf.nest.flatten(model(sample if len(sample) > 1 else sample[0], training=False))]
+    if len(got) != len(want):
+        raise ValueError(f"The LiteRT model has {len(got)} outputs; the model has {len(want)}.")
+    for g, w in zip(sorted(got, key=np.shape), sorted(want, key=np.shape)):
+        # float32 with another summation order: equal up to rounding, relative to the output's scale.
+        tolerance = 1e-4 * max(1.0, float(np.abs(w).max()) if w.size else 1.0)
+        if g.shape != w.shape or not np.all(np.abs(g - w) <= tolerance):
+            raise ValueError("The LiteRT model's outputs on `sample` differ from the model's beyond float32 rounding.")
+        if w.ndim >= 2 and w.shape[-1] > 1:
+            # Rows whose two largest outputs tie within `tolerance` have no argmax that rounding respects.
+            top_two = np.sort(w, axis=-1)[..., -2:]
+            decided = (top_two[..., 1] - top_two[..., 0]) > tolerance
+            if not np.array_equal(g.argmax(-1)[decided], w.argmax(-1)[decided]):
+                raise ValueError("The LiteRT model's argmax on `sample` differs from the model's.")
+    return tensors
+
+
+def export_litert(model, path, unit=None, sample=None):
+    """Writes a LiteRT (TFLite) model whose kernels are the exact integers: int8 or int4, scale `unit`.
+
+    Every trainable weight must be on the grid (a finite multiple of `unit`)
+    and inside the range of its `keras_zim.constraints.IntegerRange`, if any.
+    Each kernel (a trainable weight of two or more dimensions) is stored as an
+    int4 tensor when its range (the constraint's, or else its values') fits
+    [-8, 7] units and as int8 when it fits [-128, 127], with scale `unit` and
+    zero point 0: the integers themselves, not re-quantised from floats.
+    LiteRT dequantises them once and computes in float32, so the outputs are
+    the model's up to float32 rounding. Biases, normalisation weights and
+    other weights stay float32.
+
+    The file is checked before it is renamed into place: loaded in the
+    LiteRT interpreter (`tf.lite.Interpreter`, or `ai_edge_litert`'s where TF
+    has none), its integer tensors read back must equal the kernels in units
+    (with the expected type, scale and zero point), and its outputs on
+    `sample` must equal `model(sample)` within `1e-4` of their largest
+    magnitude, with the same argmax on every row whose two largest outputs
+    differ by more than that (an exact tie has no argmax that rounding keeps). A failure leaves `path` as
+    it was (absent, or the previous file).
+
+    Args:
+        model: a built `keras.Model` with defined inputs (`keras.Input`).
+        path: the file to write, ending in `.tflite`; an existing file is
+            replaced.
+        unit: the grid step, a positive power of two, or None for the unit of
+            the model's ZIM optimizer (1.0 without one). Defaults to `None`.
+        sample: an input batch (or a list, one per input) for the check, or
+            None for 8 rows uniform in [0, 1). Defaults to `None`.
+
+    Returns:
+        A `LiteRTExport`: the path, the file's size, the size of the float32
+        LiteRT file of the same model, and the integer tensors.
+
+    Raises:
+        ValueError: on invalid arguments, a weight off the grid or outside
+            its range, a kernel wider than int8, or a failed check.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, kernel_initializer="ones", name="d")], name="m")
+    >>> result = export_litert(model, os.path.join(tempfile.mkdtemp(), "m.tflite"))
+    >>> result.tensors
+    [('m/d/kernel', 'int4', (3, 4))]
+    """
+    _check_model(model)
+    unit = _check_unit(unit, model)
+    path = _check_litert_path(path)
+    if not getattr(model, "inputs", None):
+        raise ValueError("Argument `model` must have defined inputs (build it from keras.Input) for export_litert.")
+    kernels = _litert_kernels(model, unit)
+    sample = _litert_sample(model, sample)
+    float_bytes = len(litert.convert(model))
+    widths = {key: width for key, (_, _, width) in kernels.items()}
+    flatbuffer, _ = litert.sign_weights(litert.convert(model, widths, unit))
+    tensors = _check_litert(model, flatbuffer, kernels, unit, sample)
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".tflite")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(flatbuffer)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return LiteRTExport(path, len(flatbuffer), float_bytes, tensors)

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_zim import grid
 from keras_zim import sampling
 
 __all__ = ["Discrete"]
@@ -53,6 +54,11 @@ class Discrete(keras.initializers.Initializer):
     variance of a dead channel decays to 0, but that channel is 0 at
     inference too: it was not the cause.
 
+    With `low` and/or `high` the counts are drawn as above and then clipped
+    into `[low, high]` (an entry beyond a bound is set to it), so values
+    strictly inside the range keep their probabilities. Pair it with the same range in
+    `keras_zim.constraints.IntegerRange` so that training keeps it.
+
     #### Mathematical details
 
     ```none
@@ -62,6 +68,7 @@ class Discrete(keras.initializers.Initializer):
     draw="unit":    x[..., j] ~ Multinomial(m, (|w0[..., j]| + c) / (||w0[..., j]||_1 + c fan_in)),
                     one independent draw per unit j, m = fan_in = size / units
     w  = sign(w0) * x
+    w  = clip(w, low, high)          (with a range)
     ```
 
     Args:
@@ -76,9 +83,14 @@ class Discrete(keras.initializers.Initializer):
         draw: `"kernel"` (one draw over the whole weight, the paper's rule)
             or `"unit"` (one draw per output unit, `m = fan_in`; for
             convolutions). Defaults to `"kernel"`.
+        low: the smallest initial value, a whole number, or None for no lower
+            bound. Defaults to `None`.
+        high: the largest initial value, a whole number (`low < high`), or
+            None for no upper bound. Defaults to `None`.
 
     Raises:
-        ValueError: if an argument is outside its allowed values.
+        ValueError: if an argument is outside its allowed values; when
+            called, if the dtype does not hold every integer of the range.
 
     Example:
 
@@ -88,9 +100,13 @@ class Discrete(keras.initializers.Initializer):
     >>> kernel = Discrete(seed=0, draw="unit")((3, 3, 16, 8))
     >>> bool(np.all(np.abs(kernel).sum(axis=(0, 1, 2)) == 3 * 3 * 16))
     True
+    >>> ternary = Discrete(seed=0, draw="unit", low=-1, high=1)((3, 3, 16, 8))
+    >>> sorted(np.unique(ternary).tolist())
+    [-1.0, 0.0, 1.0]
     """
 
-    def __init__(self, base="glorot_uniform", trials=None, smoothing=1.0, seed=None, draw="kernel"):
+    def __init__(self, base="glorot_uniform", trials=None, smoothing=1.0, seed=None, draw="kernel", low=None, high=None):
+        self.low, self.high = grid.check_range(low, high, optional=True)
         if trials is not None and (
             isinstance(trials, bool) or not isinstance(trials, numbers.Integral) or trials <= 0
         ):
@@ -149,6 +165,13 @@ class Discrete(keras.initializers.Initializer):
         if self.draw == "unit":
             values = tf.transpose(values)
         values = tf.reshape(values, shape) + 0.0
+        if self.low is not None or self.high is not None:
+            grid.check_dtype_holds(self.low, self.high, dtype or keras.config.floatx(), "Discrete(low, high)")
+            values = tf.clip_by_value(
+                values,
+                -math.inf if self.low is None else float(self.low),
+                math.inf if self.high is None else float(self.high),
+            )
         return tf.cast(values, dtype or keras.config.floatx())
 
     def get_config(self):
@@ -158,6 +181,8 @@ class Discrete(keras.initializers.Initializer):
             "smoothing": self.smoothing,
             "seed": self.seed,
             "draw": self.draw,
+            "low": self.low,
+            "high": self.high,
         }
 
     @classmethod

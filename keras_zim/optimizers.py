@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_zim import grid
 from keras_zim import sampling
 
 __all__ = ["ZIM"]
@@ -22,12 +23,9 @@ def _is_power_of_two(value):
     return math.isfinite(value) and value > 0 and mantissa == 0.5
 
 
-_DIGITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}
-
-
 def _exact_limit(dtype, unit):
     """Largest |w| whose neighbours on the grid are exact in `dtype`."""
-    return unit * 2.0 ** _DIGITS[dtype]
+    return unit * 2.0 ** grid.exact_digits(dtype)
 
 
 def _move_all(gradients, variables, rate, seed, scope, trials, smoothing, unit, slots, relative_smoothing):
@@ -64,11 +62,6 @@ def _mover(optimizer):
 
 def _name(variable):
     return getattr(variable, "path", variable.name)
-
-
-def _on_grid(variable, unit):
-    steps = np.asarray(keras.ops.convert_to_numpy(variable), np.float64) / unit
-    return bool(np.all(steps == np.round(steps)))
 
 
 @keras.saving.register_keras_serializable(package="keras_zim")
@@ -244,16 +237,15 @@ class ZIM(keras.optimizers.Optimizer):
         if self.built:
             return
         for variable in variables:
-            dtype = keras.backend.standardize_dtype(variable.dtype)
-            if dtype not in _DIGITS:
+            if grid.exact_digits(variable.dtype) is None:
                 raise ValueError(
-                    f"ZIM trains float variables ({', '.join(_DIGITS)}); variable "
-                    f"`{_name(variable)}` has dtype {dtype}."
+                    "ZIM trains float variables (float16, bfloat16, float32, float64); variable "
+                    f"`{_name(variable)}` has dtype {keras.backend.standardize_dtype(variable.dtype)}."
                 )
         super().build(variables)
         with tf.init_scope():  # the current rate sizes the sampler's loop steps
             rate = float(np.clip(keras.ops.convert_to_numpy(self.learning_rate), 0.0, 1.0))
-            off_grid = [_name(v) for v in variables if not _on_grid(v, self.unit)]
+            off_grid = [_name(v) for v in variables if not grid.is_integral([v], self.unit)]
         if off_grid:
             warnings.warn(
                 f"ZIM moves weights by whole multiples of unit={self.unit}, so weights that start off "

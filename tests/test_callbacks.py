@@ -232,3 +232,26 @@ def test_calibrate_batch_norm_callback_refuses_anything_but_a_batch(images):
 
     with pytest.raises(TypeError, match=r"Argument `images` must be a batch of inputs"):
         CalibrateBatchNorm(images)
+
+
+def test_fraction_at_the_bound_and_per_variable_ranges():
+    x, y = _data()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, kernel_constraint=keras_zim.constraints.IntegerRange(-2, 2))])
+    model.set_weights([np.random.default_rng(1).integers(-2, 3, (4, 3)).astype("float32"), np.zeros(3, "float32")])
+    model.compile(optimizer=keras_zim.ZIM(learning_rate=1.0, seed=0), loss="mse")
+    recorder = _Recorder()
+    history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0,
+                        callbacks=[recorder, ZIMMonitor(per_variable=True)]).history
+    for epoch in range(EPOCHS):
+        kernel, bias = recorder.epochs[epoch + 1][0] if epoch + 1 < EPOCHS else [w.numpy() for w in model.trainable_variables]
+        assert history["zim_at_bound"][epoch] == np.mean(np.abs(kernel) == 2)  # only the kernel has a range
+        assert history[f"zim_at_bound/{model.layers[0].kernel.path}"][epoch] == np.mean(np.abs(kernel) == 2)
+        assert history[f"zim_min/{model.layers[0].bias.path}"][epoch] == bias.min()
+        assert history[f"zim_max/{model.layers[0].kernel.path}"][epoch] == kernel.max() <= 2
+    assert f"zim_at_bound/{model.layers[0].bias.path}" not in history
+    assert 0 < history["zim_at_bound"][-1] < 1
+    plain = ZIMMonitor()
+    history = _linear(keras_zim.ZIM(seed=0)).fit(x, y, batch_size=BATCH, verbose=0, callbacks=[plain]).history
+    assert "zim_at_bound" not in history and not any(key.startswith("zim_min/") for key in history)
+    with pytest.raises(ValueError, match="Argument `per_variable` must be a bool. Received: per_variable=1"):
+        ZIMMonitor(per_variable=1)

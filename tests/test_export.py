@@ -270,3 +270,147 @@ def test_load_refuses_bad_files_and_mismatched_models_leaving_the_model_unchange
     with pytest.raises(ValueError, match="does not match the model's"):
         export.load_integer_weights(wider, tmp_path / "w.npz")
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+# --- LiteRT ----------------------------------------------------------------
+
+
+def _wide_model(low, high, seed=0, constraint=True):
+    """784-128-10 with integer kernels drawn uniformly in [low, high] and small integer biases."""
+    rng = np.random.default_rng(seed)
+    bound = keras_zim.constraints.IntegerRange(low, high) if constraint else None
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(128, "relu", kernel_constraint=bound),
+            keras.layers.Dense(10, kernel_constraint=bound),
+            keras.layers.LayerNormalization(center=False, scale=False),
+        ]
+    )
+    for layer in model.layers[:2]:
+        layer.kernel.assign(rng.integers(low, high + 1, layer.kernel.shape).astype("float32"))
+        layer.bias.assign(rng.integers(-3, 4, layer.bias.shape).astype("float32"))
+    return model
+
+
+def _run_litert(path, x):
+    interpreter = keras_zim.litert.interpreter(open(path, "rb").read())
+    (detail,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(detail["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("low, high, dtype, ratio", [(-1, 1, "int4", 0.15), (-7, 7, "int4", 0.15), (-127, 127, "int8", 0.27)])
+def test_litert_stores_the_kernels_as_integers_and_predicts_what_keras_predicts(tmp_path, low, high, dtype, ratio):
+    model = _wide_model(low, high)
+    x = np.random.default_rng(1).random((200, 784)).astype("float32")
+    result = export.export_litert(model, tmp_path / "m.tflite", sample=x[:16])
+    assert result.path == str(tmp_path / "m.tflite") and os.listdir(tmp_path) == ["m.tflite"]
+    assert result.bytes == os.path.getsize(result.path)
+    assert result.bytes <= ratio * result.float32_bytes  # int4: 1/8 of float32, int8: 1/4, plus the graph
+    assert [t[1] for t in result.tensors] == [dtype, dtype]
+    # The integers read back from the file are the kernels (LiteRT stores Dense kernels transposed).
+    tensors = keras_zim.litert.integer_tensors(open(result.path, "rb").read())
+    assert [(t.dtype, t.scale, t.zero_point) for t in tensors] == [(dtype, 1.0, 0)] * 2
+    for tensor, layer in zip(sorted(tensors, key=lambda t: -t.values.size), model.layers[:2]):
+        np.testing.assert_array_equal(tensor.values, keras.ops.convert_to_numpy(layer.kernel).T)
+    # On inputs the check never saw: the same argmax, logits equal up to float32 rounding.
+    got, want = _run_litert(result.path, x), model.predict(x, verbose=0)
+    np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_litert_of_a_zim_trained_conv_model(tmp_path):
+    model = keras_zim.models.build_model("conv", discrete=True, seed=0)
+    x = np.random.default_rng(0).random((64, 28, 28, 1)).astype("float32")
+    y = np.arange(64) % 10
+    model.compile(optimizer=keras_zim.ZIM(learning_rate=0.1, seed=0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    result = export.export_litert(model, tmp_path / "conv.tflite", sample=x[:8])
+    assert [path.rsplit("/", 1)[-1] for path, _, _ in result.tensors] == ["kernel"] * 3
+    np.testing.assert_array_equal(_run_litert(result.path, x).argmax(1), model.predict(x, verbose=0).argmax(1))
+
+
+def test_litert_replaces_a_file_atomically_and_a_failed_check_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"old")
+    model = _wide_model(-7, 7)
+    export.export_litert(model, path)
+    assert path.read_bytes()[4:8] == b"TFL3"
+
+    read = keras_zim.litert.integer_tensors
+
+    def corrupt(flatbuffer):  # as if the file's integers were not the kernels'
+        tensors = read(flatbuffer)
+        tensors[0].values = tensors[0].values + 1
+        return tensors
+
+    before = path.read_bytes()
+    monkeypatch.setattr(keras_zim.litert, "integer_tensors", corrupt)
+    with pytest.raises(ValueError, match="no integer tensor equal to"):
+        export.export_litert(model, path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.tflite"]
+
+
+def test_litert_refuses_bad_models_and_paths(tmp_path):
+    model = _wide_model(-7, 7)
+    for bad in ("m.tfl", None, 3):
+        with pytest.raises(ValueError, match="Argument `path` must be a path ending in '.tflite'"):
+            export.export_litert(model, bad if bad is None or isinstance(bad, int) else tmp_path / bad)
+    with pytest.raises(ValueError, match="parent directory"):
+        export.export_litert(model, tmp_path / "missing" / "m.tflite")
+    with pytest.raises(ValueError, match="Argument `unit` must be a positive power of two"):
+        export.export_litert(model, tmp_path / "m.tflite", unit=0)
+    model.layers[0].kernel.assign(np.full((784, 128), 8.0, "float32"))  # outside its IntegerRange(-7, 7)
+    with pytest.raises(ValueError, match=r"'sequential.*/dense.*/kernel' is outside the range of its constraint IntegerRange"):
+        export.export_litert(model, tmp_path / "m.tflite")
+    model.layers[0].kernel.assign(np.full((784, 128), 0.5, "float32"))
+    with pytest.raises(ValueError, match="is not on the grid of unit=1.0"):
+        export.export_litert(model, tmp_path / "m.tflite")
+    wide = _wide_model(-200, 200, constraint=False)
+    with pytest.raises(ValueError, match="needs 9 signed bits .* int8 or int4"):
+        export.export_litert(wide, tmp_path / "m.tflite")
+    with pytest.raises(ValueError, match="must be built"):
+        export.export_litert(keras.Sequential([keras.layers.Dense(2)]), tmp_path / "m.tflite")
+    assert os.listdir(tmp_path) == []
+
+
+def test_litert_on_a_half_unit_grid(tmp_path):
+    model = _wide_model(-7, 7, constraint=False)
+    for layer in model.layers[:2]:
+        layer.kernel.assign(layer.kernel * 0.5)
+    result = export.export_litert(model, tmp_path / "m.tflite", unit=0.5)
+    tensors = keras_zim.litert.integer_tensors(open(result.path, "rb").read())
+    assert {t.scale for t in tensors} == {0.5} and {t.dtype for t in tensors} == {"int4"}
+
+
+def test_report_gives_the_range_and_the_fraction_at_the_bound():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, kernel_constraint=keras_zim.constraints.Ternary())])
+    model.layers[0].kernel.assign([[1.0, 0.0], [-1.0, 0.0]])
+    kernel, bias = export.integer_report(model)
+    assert (kernel.range, kernel.at_bound) == ((-1, 1), 0.5)
+    assert (bias.range, bias.at_bound) == (None, None)
+    halves = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(1, kernel_constraint=keras_zim.constraints.IntegerRange(-2, 2, unit=0.5))]
+    )
+    halves.layers[0].kernel.assign([[1.0], [0.5]])
+    assert export.integer_report(halves, unit=0.5)[0][-2:] == ((-2, 2), 0.5)
+    assert export.integer_report(halves, unit=1.0)[0].range == (-1, 1)
+
+
+def test_litert_check_leaves_out_exact_ties(tmp_path):
+    # Two output units with equal weights tie on every row: rounding, not the model, picks the argmax.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.layers[0].kernel.assign([[1.0, 1.0, -2.0], [2.0, 2.0, 0.0], [-1.0, -1.0, 1.0], [3.0, 3.0, 1.0]])
+    result = export.export_litert(model, tmp_path / "tie.tflite", sample=np.random.default_rng(0).random((32, 4)).astype("float32"))
+    assert [t[1] for t in result.tensors] == ["int4"]
+
+
+def test_litert_refuses_a_sample_that_does_not_fit_the_inputs(tmp_path):
+    model = _wide_model(-7, 7)
+    with pytest.raises(ValueError, match=r"Argument `sample` must be one input batch per model input \(1\)"):
+        export.export_litert(model, tmp_path / "m.tflite", sample=[np.zeros((2, 784)), np.zeros((2, 784))])
+    assert os.listdir(tmp_path) == []

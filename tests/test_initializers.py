@@ -248,3 +248,51 @@ def test_unknown_base_raises():
 def test_bad_draw_lists_the_allowed_values():
     with pytest.raises(ValueError, match=r"Argument `draw` must be one of \('kernel', 'unit'\)\. Received: draw='fan_in'"):
         Discrete(draw="fan_in")
+
+
+# --- a bounded range -------------------------------------------------------
+
+
+@pytest.mark.parametrize("low, high", [(-1, 1), (-7, 7), (None, 0), (0, None), (-2.0, 5.0)])
+def test_a_range_clips_the_same_draw(low, high):
+    # trials=40 on 12 entries: counts of 2 and more occur, so the clip acts.
+    unbounded = Discrete(Fixed(), trials=40, seed=3)(W0.shape).numpy()
+    bounded = Discrete(Fixed(), trials=40, seed=3, low=low, high=high)(W0.shape).numpy()
+    np.testing.assert_array_equal(bounded, np.clip(unbounded, low, high))
+    assert (low is None or bounded.min() >= low) and (high is None or bounded.max() <= high)
+    assert not np.array_equal(bounded, unbounded) or (low, high) == (-7, 7)
+
+
+def test_ternary_unit_draw_for_a_conv_kernel():
+    kernel = Discrete(seed=0, draw="unit", low=-1, high=1)((3, 3, 8, 4)).numpy()
+    assert set(np.unique(kernel).tolist()) == {-1.0, 0.0, 1.0}
+    assert np.all(np.abs(kernel).sum(axis=(0, 1, 2)) > 0)  # every output unit is live
+
+
+def test_range_in_the_config():
+    initializer = Discrete(seed=1, low=-7, high=7)
+    config = initializer.get_config()
+    assert (config["low"], config["high"]) == (-7, 7)
+    assert Discrete.from_config(config).get_config() == config
+    assert (Discrete.from_config({"seed": 1}).low, Discrete.from_config({"seed": 1}).high) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(low=1, high=1), "low < high. Received: low=1, high=1"),
+        (dict(low=3, high=-3), "low < high"),
+        (dict(low=0.5), "Argument `low` must be a whole number. Received: low=0.5"),
+        (dict(high="7"), "Argument `high` must be a whole number. Received: high='7'"),
+        (dict(high=True), "Argument `high` must be a whole number"),
+    ],
+)
+def test_bad_ranges_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Discrete(**kwargs)
+
+
+def test_a_range_wider_than_the_dtype_holds_is_refused():
+    Discrete(Fixed(), low=-256, high=256)(W0.shape, dtype="bfloat16")
+    with pytest.raises(ValueError, match="wider than bfloat16 holds exactly"):
+        Discrete(Fixed(), low=-300, high=300)(W0.shape, dtype="bfloat16")

