@@ -1,8 +1,5 @@
 """Integer-range constraints: train ternary, int4 or int8 weights directly with ZIM."""
 
-import math
-import numbers
-
 import keras
 
 from keras_zim import grid
@@ -11,8 +8,7 @@ __all__ = ["IntegerRange", "Ternary"]
 
 
 def _check_unit(unit):
-    real = isinstance(unit, numbers.Real) and not isinstance(unit, bool)
-    if not (real and math.isfinite(unit) and unit > 0 and math.frexp(unit)[0] == 0.5):
+    if not grid.is_power_of_two(unit):
         raise ValueError(
             "Argument `unit` must be a positive power of two (the grid step, as in "
             f"keras_zim.ZIM). Received: unit={unit!r}"

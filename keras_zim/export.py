@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_zim import constraints
+from keras_zim import grid
 from keras_zim import litert
 
 __all__ = [
@@ -141,8 +142,7 @@ def _default_unit(model):
 def _check_unit(unit, model):
     if unit is None:
         return _default_unit(model)
-    real = isinstance(unit, numbers.Real) and not isinstance(unit, bool)
-    if not (real and math.isfinite(unit) and unit > 0 and math.frexp(unit)[0] == 0.5):
+    if not grid.is_power_of_two(unit):
         raise ValueError(
             "Argument `unit` must be a positive power of two (the grid step, as in "
             f"keras_zim.ZIM) or None for the model's optimizer's unit. Received: unit={unit!r}"

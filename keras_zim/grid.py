@@ -6,11 +6,21 @@ import numbers
 import keras
 import numpy as np
 
-__all__ = ["check_dtype_holds", "check_range", "exact_digits", "is_integral"]
+__all__ = ["check_dtype_holds", "check_range", "exact_digits", "is_integral", "is_power_of_two"]
 
 # Significand bits of each float dtype: every integer k with |k| <= 2**digits
 # is exact in it, and so is k * unit for a power-of-two unit.
 _DIGITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}
+
+
+def is_power_of_two(value):
+    """Whether `value` is a positive, finite power of two: a grid unit whose multiples are exact.
+
+    >>> is_power_of_two(0.25), is_power_of_two(3.0), is_power_of_two(True)
+    (True, False, False)
+    """
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return bool(real and math.isfinite(value) and value > 0 and math.frexp(value)[0] == 0.5)
 
 
 def exact_digits(dtype):

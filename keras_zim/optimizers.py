@@ -18,11 +18,6 @@ __all__ = ["ZIM"]
 SCOPES = ("global", "variable")
 
 
-def _is_power_of_two(value):
-    mantissa, _ = math.frexp(value)
-    return math.isfinite(value) and value > 0 and mantissa == 0.5
-
-
 def _exact_limit(dtype, unit):
     """Largest |w| whose neighbours on the grid are exact in `dtype`."""
     return unit * 2.0 ** grid.exact_digits(dtype)
@@ -203,7 +198,7 @@ class ZIM(keras.optimizers.Optimizer):
                 "Argument `relative_smoothing` must be True or False. "
                 f"Received: relative_smoothing={relative_smoothing!r}"
             )
-        if not isinstance(unit, numbers.Real) or not _is_power_of_two(float(unit)):
+        if not grid.is_power_of_two(unit):
             raise ValueError(
                 "Argument `unit` must be a positive power of two (1, 0.5, 2**-7, "
                 f"...) so that its multiples are exact. Received: unit={unit}"
