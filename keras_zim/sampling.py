@@ -339,7 +339,6 @@ def _place_uniform(counts, layout, uniform, slots, seed):
     """Adds `uniform[s]` uniform trials to each segment `s`, `slots[g]` per segment of group `g` a round."""
     dump = counts.shape[0] - 1
     bounds = [0] + list(np.cumsum([count for _, count, _ in layout.groups]))
-
     slot_per_segment = tf.constant(
         np.concatenate([np.full(count, k, np.float64) for (_, count, _), k in zip(layout.groups, slots)]), tf.float64
     )
@@ -347,13 +346,14 @@ def _place_uniform(counts, layout, uniform, slots, seed):
     def more(step, counts):
         return tf.reduce_any(tf.cast(step, tf.float64) * slot_per_segment < uniform)
 
-    keys = [_stream(seed, 3 + g) for g in range(len(slots))]
+    key = _stream(seed, 3)
+    sizes = [count * k for (_, count, _), k in zip(layout.groups, slots)]
 
     def body(step, counts):
+        draws = tf.split(_uniform([sum(sizes)], key, step), sizes)  # one Philox call for every group
         indices = []
-        for g, (key, (start, count, size), k) in enumerate(zip(keys, layout.groups, slots)):
-            u = _uniform([count, k], key, step)
-            local = tf.minimum(tf.cast(tf.floor(u * size), tf.int32), size - 1)
+        for g, ((start, count, size), k) in enumerate(zip(layout.groups, slots)):
+            local = tf.minimum(tf.cast(tf.floor(tf.reshape(draws[g], [count, k]) * size), tf.int32), size - 1)
             rank = tf.cast(step * k + tf.range(k), tf.float64)
             live = rank[None, :] < uniform[bounds[g] : bounds[g + 1], None]
             cell = start + tf.range(count)[:, None] * size + local
