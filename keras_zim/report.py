@@ -123,11 +123,26 @@ def _percent(value):
     return f"{100 * value:.2f}%"
 
 
+def _starts(results):
+    """Which initialisation each kind of optimizer started from, in words."""
+    from keras_zim.cli import INTEGER_NOTES, START_NOTES
+
+    config = results["config"]
+    names = config["optimizers"]
+    parts = []
+    if any(name.startswith("zim") for name in names):
+        parts.append("ZIM from " + INTEGER_NOTES[config.get("integer_init", "keras_zim")])
+    if any(not name.startswith("zim") for name in names):
+        parts.append("SGD/Adam from " + START_NOTES[config.get("init", "keras")])
+    return "; ".join(parts)
+
+
 def write_summary(results, out):
     """Writes `out/summary.md`: final accuracy per optimizer, gap, integrality."""
     data, config = results["data"], results["config"]
     summary = summarize(results)
     lines = ["# keras-zim reproduce: summary", ""]
+    held_out = "validation" if data.get("validation") else "test"
     if data["synthetic"]:
         lines += ["**SYNTHETIC DATA: random images, not real data. These numbers mean nothing.**", ""]
     seeds = sorted({run["seed"] for run in results["runs"]})
@@ -137,11 +152,12 @@ def write_summary(results, out):
         f"- Model: `{config['model']}` ({results['parameters']:,} parameters); batch "
         f"{config['batch_size']}; {config['epochs']} epochs; test set evaluated every "
         f"{config['eval_every']} iterations; seeds {', '.join(map(str, seeds))}.",
+        f"- Start: {_starts(results)}.",
         f"- Machine: {results['machine']['description']}; {results['created']}.",
         f"- Time: {results['seconds']:.0f} s in all ({len(results['runs'])} runs finished of "
         f"{config['runs'] * len(config['optimizers'])}).",
         "",
-        "| optimizer | settings | runs | final test accuracy, mean +- std | min - max | gap to SGD "
+        f"| optimizer | settings | runs | final {held_out} accuracy, mean +- std | min - max | gap to SGD "
         "| weights integral | largest abs weight | integer width |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
