@@ -3,7 +3,12 @@
 It trains one of the paper's models with ZIM and with SGD (or Adam) for a
 number of seeded runs, evaluates on the test set every few iterations, and
 writes results.json, curves.png and summary.md (see `keras_zim.report`).
-`python -m keras_zim reproduce` does the same.
+SGD and Adam start from PyTorch's default initialisation (the paper's
+baseline; `--init keras` for Keras's), and every output says which start was
+used. `--preset paper` runs ZIM as the authors did (`PRESETS`). `keras-zim
+tune` chooses each optimizer's settings on a validation split carved from the
+training images (`keras_zim.tuning`). `python -m keras_zim ...` is the same
+command.
 """
 
 import argparse
