@@ -46,11 +46,12 @@ def rows(runs_dir, model):
              "sgd": "SGD 0.01"}
     if paper:
         for name in paper["config"]["optimizers"]:
-            broken = " [paper's init]" if model in ("conv", "resnet") else ""
+            broken = " [paper's init]" if model in ("conv", "resnet") and name != "sgd" else ""
             found.append((f"paper: {names[name]}{broken}", paper, name))
     if fixed:
         for name in fixed["config"]["optimizers"]:
-            found.append((f"fixed: {names[name]} [keras_zim init + BN calibration]", fixed, name))
+            fix = "BN calibration" if name == "sgd" else "keras_zim init + BN calibration"
+            found.append((f"fixed: {names[name]} [{fix}]", fixed, name))
     if tuned:
         for name in tuned["config"]["optimizers"]:
             found.append((f"tuned: {tuned['optimizer_settings'][name].split(';')[0]}", tuned, name))
