@@ -122,7 +122,8 @@ def write_figure(series, path, title, ylim=None):
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    below = len(series) > 3  # a long legend goes under the axes, not over the curves
+    figure, axes = plt.subplots(figsize=(7, 4.5 + (0.25 * len(series) if below else 0)))
     for results, name, label in series:
         _band(axes, results, name, label)
     axes.set_xlabel("iteration")
@@ -131,9 +132,10 @@ def write_figure(series, path, title, ylim=None):
         axes.set_ylim(*ylim)
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
-    axes.legend(title="mean, band: min-max over runs", fontsize=8, title_fontsize=8)
+    placement = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.13)} if below else {}
+    axes.legend(title="mean, band: min-max over runs", fontsize=8, title_fontsize=8, **placement)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
 
