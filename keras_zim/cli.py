@@ -171,7 +171,8 @@ def _add_experiment_options(parser):
              "(the paper's rule for every kernel, from PyTorch's start; most conv channels start "
              "all zero, docs/reproduce.md); default: keras_zim")
     add("--normalization", choices=("none", "paper"), default="none",
-        help="none: pixels in [0, 1]; paper: (x - 0.1307) / 0.3081; default: none")
+        help="none: pixels in [0, 1]; paper: (x - 0.1307) / 0.3081, MNIST's mean and standard "
+             "deviation as in the paper's code (for any --dataset); default: none")
     add("--validation", type=_non_negative_int, default=0, metavar="N",
         help="carve the last N training images off as a validation set and evaluate on it "
              "instead of the test set (for tuning); default: 0 (the test set)")
