@@ -115,6 +115,16 @@ def test_bad_arguments_name_the_argument_and_the_allowed_values(argv, message, c
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--tune-runs", "0"], "argument --tune-runs: must be a positive integer, got '0'"),
+    (["--sgd-rates", "0.1,x"], "argument --sgd-rates: must be a comma-separated list of numbers >= 0, got '0.1,x'"),
+])
+def test_bad_tune_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["tune", *argv])
+    assert message in capsys.readouterr().err
+
+
 def test_defaults_are_the_papers_experiment():
     args = cli.build_parser().parse_args(["reproduce"])
     assert (args.dataset, args.model, args.optimizers) == ("mnist", "hidden", ["zim", "sgd"])
