@@ -3,7 +3,12 @@
 It trains one of the paper's models with ZIM and with SGD (or Adam) for a
 number of seeded runs, evaluates on the test set every few iterations, and
 writes results.json, curves.png and summary.md (see `keras_zim.report`).
-`python -m keras_zim reproduce` does the same.
+SGD and Adam start from PyTorch's default initialisation (the paper's
+baseline; `--init keras` for Keras's), and every output says which start was
+used. `--preset paper` runs ZIM as the authors did (`PRESETS`). `keras-zim
+tune` chooses each optimizer's settings on a validation split carved from the
+training images (`keras_zim.tuning`). `python -m keras_zim ...` is the same
+command.
 """
 
 import argparse
@@ -16,9 +21,9 @@ import sys
 import time
 from importlib import metadata
 
-__all__ = ["OPTIMIZERS", "build_parser", "main"]
+__all__ = ["OPTIMIZERS", "PRESETS", "build_parser", "main", "parse_args", "reproduce"]
 
-OPTIMIZERS = ("zim", "zim-variable", "sgd", "adam")
+OPTIMIZERS = ("zim", "zim-variable", "zim-perparam", "sgd", "adam")
 _PAPER = (
     "Full paper setup (all 60,000 MNIST images from TFDS; needs a network once): "
     "keras-zim reproduce --download"
@@ -56,6 +61,16 @@ def _non_negative_int(text):
     return value
 
 
+def _positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
 def _rate(text):
     try:
         value = float(text)
@@ -76,8 +91,121 @@ def _non_negative(text):
     return value
 
 
-def build_parser():
-    """The argument parser of the `keras-zim` command."""
+PRESETS = {
+    # The authors' code: ZIM with r = 1 (their optimizers never read `lr`),
+    # n = d globally and round(size ** (1/ndim)) per variable, c = 1; their
+    # integer start (the paper's rule for every kernel, from PyTorch's
+    # default weights); SGD at 0.01 from PyTorch's start; their
+    # normalisation; no BatchNorm recalibration (PyTorch's eval mode uses the
+    # moving averages).
+    "paper": {
+        "optimizers": ["zim", "zim-perparam", "sgd"],
+        "learning_rate": 1.0,
+        "smoothing": 1.0,
+        "trials": None,
+        "relative_smoothing": False,
+        "init": "pytorch",
+        "integer_init": "paper",
+        "normalization": "paper",
+        "calibration_images": 0,
+        "sgd_rate": 0.01,
+        "batch_size": 64,
+        "epochs": 10,
+        "runs": 10,
+        "eval_every": 20,
+    },
+}
+
+START_NOTES = {
+    "pytorch": "PyTorch's default start (kernels VarianceScaling(1/3, fan_in, uniform) = "
+               "U(+-1/sqrt(fan_in)), dense biases U(+-1/sqrt(fan_in)))",
+    "keras": "Keras's default start (Glorot uniform kernels, zero biases)",
+}
+INTEGER_NOTES = {
+    "keras_zim": "integer kernels (keras_zim: the paper's rule for dense kernels, one draw per "
+                 "output channel for convolutions), zero biases",
+    "paper": "integer kernels by the paper's rule for every kernel (one multinomial of "
+             "round(size ** (1/ndim)) trials over PyTorch's start), zero biases",
+}
+
+
+def _add_experiment_options(parser):
+    """The options of one experiment, shared by `reproduce` and `tune`."""
+    add = parser.add_argument
+    add("--preset", choices=tuple(PRESETS), default=None,
+        help="paper: the authors' settings (ZIM r=1, c=1, n=d for zim and round(size ** (1/ndim)) "
+             "per variable for zim-perparam; the paper's integer start for every kernel; SGD 0.01 "
+             "from PyTorch's start; (x - 0.1307) / 0.3081; no BatchNorm recalibration; batch 64, "
+             "10 epochs, 10 runs, test every 20 iterations; optimizers zim,zim-perparam,sgd). "
+             "Options given explicitly override the preset")
+    add("--dataset", choices=("mnist", "cifar10"), default="mnist", help="default: mnist")
+    add("--model", choices=("linear", "hidden", "conv", "resnet"), default="hidden",
+        help="linear (784-10), hidden (784-128-10), conv or resnet; each ends in a "
+             "LayerNorm without scale or offset; default: hidden")
+    add("--optimizers", type=_optimizer_list, default=["zim", "sgd"], metavar="LIST",
+        help=f"comma-separated, from {', '.join(OPTIMIZERS)} (zim-perparam: scope=variable with "
+             "round(size ** (1/ndim)) trials per variable, the authors' ZIMPerParam); default: zim,sgd")
+    add("--epochs", type=_positive_int, default=10, help="default: 10")
+    add("--runs", type=_positive_int, default=10, help="runs per optimizer, seeds 0..runs-1; default: 10")
+    add("--batch-size", type=_positive_int, default=64, help="default: 64")
+    add("--eval-every", type=_positive_int, default=20, metavar="ITERATIONS",
+        help="evaluate on the test set every this many iterations; default: 20")
+    add("--learning-rate", type=_rate, default=None,
+        help="ZIM's rate r in [0, 1]; default: keras_zim.ZIM's own default, 0.1 (chosen by "
+             "the sweep in docs/sweep.md; on the default command it scored as well as 0.05, "
+             "docs/reproduce.md)")
+    add("--trials", type=_positive_int, default=None,
+        help="ZIM's trials n (zim, zim-variable); default: the number of parameters in the scope (n = d)")
+    add("--smoothing", type=_non_negative, default=1.0, help="ZIM's smoothing c >= 0; default: 1.0")
+    add("--relative-smoothing", action="store_true", default=False,
+        help="ZIM's c in units of the step's mean |g| (a fixed uniform share c / (1 + c))")
+    add("--sgd-rate", type=_positive, default=0.01, help="SGD's learning rate; default: 0.01 (the paper's)")
+    add("--adam-rate", type=_positive, default=0.001, help="Adam's learning rate; default: 0.001 (Keras's)")
+    add("--init", choices=tuple(START_NOTES), default="pytorch",
+        help="start of the real-valued optimizers (sgd, adam): pytorch (the paper's: kernels "
+             "VarianceScaling(1/3, fan_in, uniform), dense biases U(+-1/sqrt(fan_in))) or keras "
+             "(Glorot uniform kernels, zero biases); default: pytorch")
+    add("--integer-init", choices=tuple(INTEGER_NOTES), default="keras_zim",
+        help="start of the ZIM optimizers: keras_zim (the paper's rule for dense kernels, one "
+             "draw per output channel for convolutions, so no channel starts all zero) or paper "
+             "(the paper's rule for every kernel, from PyTorch's start; most conv channels start "
+             "all zero, docs/reproduce.md); default: keras_zim")
+    add("--normalization", choices=("none", "paper"), default="none",
+        help="none: pixels in [0, 1]; paper: (x - 0.1307) / 0.3081, MNIST's mean and standard "
+             "deviation as in the paper's code (for any --dataset); default: none")
+    add("--validation", type=_non_negative_int, default=0, metavar="N",
+        help="carve the last N training images off as a validation set and evaluate on it "
+             "instead of the test set (for tuning); default: 0 (the test set)")
+    add("--calibration-images", type=_non_negative_int, default=512, metavar="N",
+        help="models with BatchNorm (conv, resnet): before each test evaluation, recompute "
+             "BatchNorm's statistics from the first N images of the run's shuffled training "
+             "set under the current weights (keras_zim.models.calibrate_batch_norm), for every "
+             "optimizer; ZIM's steps make the moving averages stale. 0 keeps the moving "
+             "averages; default: 512")
+    add("--out", default=None, metavar="DIR", help="output directory; default: runs/<timestamp>")
+    add("--data-dir", default=None, metavar="DIR",
+        help="TFDS data directory; default: TFDS's ($TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    network = parser.add_mutually_exclusive_group()
+    network.add_argument("--offline", dest="download", action="store_false", default=False,
+                         help="never download (the default)")
+    network.add_argument("--download", dest="download", action="store_true",
+                         help="let TFDS download missing data (needs a network)")
+    add("--synthetic", action="store_true",
+        help="random images instead of real data, for smoke tests only (labelled in every output)")
+    add("--train-limit", type=_positive_int, default=None, metavar="N",
+        help="use only the first N training images (quick tests); default: all")
+    add("--test-limit", type=_positive_int, default=None, metavar="N",
+        help="use only the first N test images (quick tests); default: all")
+    add("--quiet", action="store_true", help="no Keras progress bars, only one line per run")
+
+
+def build_parser(preset=None):
+    """The argument parser of the `keras-zim` command.
+
+    Args:
+        preset: a key of `PRESETS` whose settings become the defaults, or
+            None. Defaults to `None`.
+    """
     parser = argparse.ArgumentParser(
         prog="keras-zim",
         description="Discrete-by-design training with the ZIM optimizer (arXiv:2512.04051).",
@@ -95,47 +223,35 @@ def build_parser():
         ),
         epilog=_PAPER,
     )
-    add = reproduce.add_argument
-    add("--dataset", choices=("mnist", "cifar10"), default="mnist", help="default: mnist")
-    add("--model", choices=("linear", "hidden", "conv", "resnet"), default="hidden",
-        help="linear (784-10), hidden (784-128-10), conv or resnet; each ends in a "
-             "LayerNorm without scale or offset; default: hidden")
-    add("--optimizers", type=_optimizer_list, default=["zim", "sgd"], metavar="LIST",
-        help=f"comma-separated, from {', '.join(OPTIMIZERS)}; default: zim,sgd")
-    add("--epochs", type=_positive_int, default=10, help="default: 10")
-    add("--runs", type=_positive_int, default=10, help="runs per optimizer, seeds 0..runs-1; default: 10")
-    add("--batch-size", type=_positive_int, default=64, help="default: 64")
-    add("--eval-every", type=_positive_int, default=20, metavar="ITERATIONS",
-        help="evaluate on the test set every this many iterations; default: 20")
-    add("--learning-rate", type=_rate, default=None,
-        help="ZIM's rate r in [0, 1]; default: keras_zim.ZIM's own default, 0.1 (chosen by "
-             "the sweep in docs/sweep.md; on the default command it scored as well as 0.05, "
-             "docs/reproduce.md). SGD uses 0.01 and Adam 0.001, Keras's defaults")
-    add("--trials", type=_positive_int, default=None,
-        help="ZIM's trials n; default: the number of parameters in the scope (n = d)")
-    add("--smoothing", type=_non_negative, default=1.0, help="ZIM's smoothing c >= 0; default: 1.0")
-    add("--calibration-images", type=_non_negative_int, default=512, metavar="N",
-        help="models with BatchNorm (conv, resnet): before each test evaluation, recompute "
-             "BatchNorm's statistics from the first N images of the run's shuffled training "
-             "set under the current weights (keras_zim.models.calibrate_batch_norm), for every "
-             "optimizer; ZIM's steps make the moving averages stale. 0 keeps the moving "
-             "averages; default: 512")
-    add("--out", default=None, metavar="DIR", help="output directory; default: runs/<timestamp>")
-    add("--data-dir", default=None, metavar="DIR",
-        help="TFDS data directory; default: TFDS's ($TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    network = reproduce.add_mutually_exclusive_group()
-    network.add_argument("--offline", dest="download", action="store_false", default=False,
-                         help="never download (the default)")
-    network.add_argument("--download", dest="download", action="store_true",
-                         help="let TFDS download missing data (needs a network)")
-    add("--synthetic", action="store_true",
-        help="random images instead of real data, for smoke tests only (labelled in every output)")
-    add("--train-limit", type=_positive_int, default=None, metavar="N",
-        help="use only the first N training images (quick tests); default: all")
-    add("--test-limit", type=_positive_int, default=None, metavar="N",
-        help="use only the first N test images (quick tests); default: all")
-    add("--quiet", action="store_true", help="no Keras progress bars, only one line per run")
+    _add_experiment_options(reproduce)
+    tune = commands.add_parser(
+        "tune",
+        help="choose each optimizer's rate on a validation split, then rerun on the full training set",
+        description=(
+            "Tune the baselines and ZIM as a practitioner would: each candidate setting is trained "
+            "on the training set minus a validation split (--validation, carved from the training "
+            "images; the test set is not looked at) for --tune-runs seeds; the best mean final "
+            "validation accuracy per optimizer wins; the winners are then trained on the full "
+            "training set for --runs seeds and tested. Writes validation/<candidate>/, final/ "
+            "and tune.md, tune.json."
+        ),
+    )
+    _add_experiment_options(tune)
+    from keras_zim import tuning
+
+    tuning.add_options(tune)
+    if preset is not None:
+        reproduce.set_defaults(**PRESETS[preset])
+        tune.set_defaults(**{k: v for k, v in PRESETS[preset].items() if k != "optimizers"})
     return parser
+
+
+def parse_args(argv):
+    """Parses `argv` (without the program name), with `--preset`'s defaults applied."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "preset", None):
+        args = build_parser(args.preset).parse_args(argv)
+    return args
 
 
 def _versions():
@@ -181,26 +297,28 @@ def _optimizer(name, args, seed):
     if name.startswith("zim"):
         return ZIM(
             learning_rate=_zim_rate(args),
-            trials=args.trials,
+            trials="root" if name == "zim-perparam" else args.trials,
             smoothing=args.smoothing,
-            scope="variable" if name == "zim-variable" else "global",
+            relative_smoothing=args.relative_smoothing,
+            scope="global" if name == "zim" else "variable",
             seed=seed,
         )
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=0.01)
-    return keras.optimizers.Adam()
+        return keras.optimizers.SGD(learning_rate=args.sgd_rate)
+    return keras.optimizers.Adam(learning_rate=args.adam_rate)
 
 
 def _settings(name, args):
     if name.startswith("zim"):
-        trials = args.trials or "d"
-        scope = "variable" if name == "zim-variable" else "global"
+        trials = "round(size ** (1/ndim)) per variable" if name == "zim-perparam" else args.trials or "d"
+        scope = "global" if name == "zim" else "variable"
         default = " (ZIM's default)" if args.learning_rate is None else ""
-        return (f"ZIM r={_zim_rate(args):g}{default}, n={trials}, c={args.smoothing:g}, scope={scope}; "
-                "integer kernels, zero biases")
+        relative = " x mean|g| (relative)" if args.relative_smoothing else ""
+        return (f"ZIM r={_zim_rate(args):g}{default}, n={trials}, c={args.smoothing:g}{relative}, "
+                f"scope={scope}; {INTEGER_NOTES[args.integer_init]}")
     if name == "sgd":
-        return "SGD lr=0.01; Keras default init"
-    return "Adam lr=0.001; Keras default init"
+        return f"SGD lr={args.sgd_rate:g}; {START_NOTES[args.init]}"
+    return f"Adam lr={args.adam_rate:g}; {START_NOTES[args.init]}"
 
 
 def _calibration_images(args, seed):
@@ -227,6 +345,8 @@ def _load(args, batch_size, seed):
         train_limit=args.train_limit,
         test_limit=args.test_limit,
         seed=seed,
+        normalize=datasets.MNIST_MEAN_STD if args.normalization == "paper" else None,
+        validation=args.validation,
     )
 
 
@@ -320,9 +440,12 @@ def reproduce(args, argv):
                 results["data"] = data
                 print(data["message"], flush=True)
             keras.utils.set_random_seed(seed)
+            paper_start = args.integer_init == "paper"
             model = build_model(
                 args.model, tuple(data["image_shape"]), data["num_classes"],
-                discrete=name.startswith("zim"), seed=seed,
+                discrete=name.startswith("zim"), seed=seed, init=args.init,
+                conv_draw="kernel" if paper_start else "unit",
+                discrete_base="pytorch" if paper_start else "glorot_uniform",
             )
             results["parameters"] = model.count_params()
             calibration = None
@@ -398,13 +521,17 @@ def main(argv=None):
     from keras_zim.datasets import DataUnavailableError
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    if args.command == "reproduce":
-        try:
+    args = parse_args(argv)
+    try:
+        if args.command == "reproduce":
             reproduce(args, argv)
-        except DataUnavailableError as error:  # e.g. CIFAR-10 offline without --synthetic
-            print(f"keras-zim reproduce: error: {error}", file=sys.stderr)
-            return 1
+        elif args.command == "tune":
+            from keras_zim import tuning
+
+            tuning.tune(args, argv)
+    except DataUnavailableError as error:  # e.g. CIFAR-10 offline without --synthetic
+        print(f"keras-zim {args.command}: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

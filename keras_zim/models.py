@@ -7,13 +7,16 @@ paper's code; `conv` and `resnet` normalise every convolution with
 `BatchNormalization(center=False, scale=False)` and end in the same LayerNorm.
 With `discrete=True` every kernel starts as integers from
 `keras_zim.initializers.Discrete` and every bias at zero, so all trainable
-weights start on the grid; otherwise Keras's defaults (Glorot uniform kernels,
-zero biases) are used, seeded. Dense kernels use the paper's rule
+weights start on the grid; otherwise real-valued weights start as `init` says:
+`"keras"` (Glorot uniform kernels, zero biases) or `"pytorch"` (PyTorch's
+`nn.Linear`/`nn.Conv2d` default: kernels and biases uniform in
++-1/sqrt(fan_in)), seeded. Dense kernels use the paper's rule
 (`Discrete(draw="kernel")`); convolution kernels use `Discrete(draw="unit")`,
 one draw of `fan_in` trials per output channel, so that no channel starts
 all zero: with the paper's rule most did, and a zero channel behind
 BatchNorm and ReLU gets no gradient, so ZIM never moves it (the resnet did
-not learn at all; see `Discrete`).
+not learn at all; see `Discrete`). `conv_draw="kernel"` keeps the paper's rule
+for convolutions too, to reproduce that failure.
 
 Evaluate BatchNorm models trained with ZIM after `calibrate_batch_norm`: one
 ZIM step changes a convolution kernel far more than one SGD step, so the
@@ -26,25 +29,61 @@ import keras
 
 from keras_zim.initializers import Discrete
 
-__all__ = ["MODELS", "build_model", "calibrate_batch_norm"]
+__all__ = ["INITS", "MODELS", "build_model", "calibrate_batch_norm", "pytorch_kernel"]
 
 MODELS = ("linear", "hidden", "conv", "resnet")
+INITS = ("keras", "pytorch")
+_DRAWS = ("kernel", "unit")
+
+
+def pytorch_kernel(seed=None):
+    """PyTorch's default kernel initialisation for `nn.Linear` and `nn.Conv2d`.
+
+    `kaiming_uniform_(a=sqrt(5))` is uniform in +-1/sqrt(fan_in), which is
+    Keras's `VarianceScaling(scale=1/3, mode="fan_in", distribution="uniform")`
+    (limit sqrt(3 * scale / fan_in) = 1/sqrt(fan_in)).
+
+    Args:
+        seed: int or None. Defaults to `None`.
+
+    Returns:
+        A `keras.initializers.VarianceScaling`.
+    """
+    return keras.initializers.VarianceScaling(
+        scale=1.0 / 3.0, mode="fan_in", distribution="uniform", seed=seed
+    )
 
 
 class _Kernels:
-    """Kernel initialisers with a distinct, reproducible seed per layer."""
+    """Kernel and bias initialisers with a distinct, reproducible seed per layer."""
 
-    def __init__(self, discrete, seed):
+    def __init__(self, discrete, seed, init="keras", conv_draw="unit", discrete_base=None):
         self.discrete = discrete
         self.seed = seed
+        self.init = init
+        self.conv_draw = conv_draw
+        self.discrete_base = discrete_base
         self.count = 0
 
     def __call__(self, draw="kernel"):
         self.count += 1
         seed = self.seed * 1000 + self.count
         if self.discrete:
+            if draw == "unit":
+                draw = self.conv_draw
+            if self.discrete_base == "pytorch":
+                return Discrete(base=pytorch_kernel(seed), seed=seed, draw=draw)
             return Discrete(seed=seed, draw=draw)
+        if self.init == "pytorch":
+            return pytorch_kernel(seed)
         return keras.initializers.GlorotUniform(seed=seed)
+
+    def bias(self, fan_in):
+        """Zeros (integer weights, Keras), or PyTorch's U(+-1/sqrt(fan_in))."""
+        if self.discrete or self.init == "keras":
+            return "zeros"
+        limit = 1.0 / fan_in**0.5
+        return keras.initializers.RandomUniform(-limit, limit, seed=self.seed * 1000 + 500 + self.count)
 
 
 def _scale_free():
@@ -72,7 +111,16 @@ def _residual(x, filters, kernels, strides):
     return keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
 
 
-def build_model(name, input_shape=(28, 28, 1), num_classes=10, discrete=False, seed=0):
+def build_model(
+    name,
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    discrete=False,
+    seed=0,
+    init="keras",
+    conv_draw="unit",
+    discrete_base="glorot_uniform",
+):
     """Builds one of the paper's models; it outputs normalised logits.
 
     - `linear`: flatten, `Dense(num_classes)`, LayerNorm.
@@ -93,8 +141,19 @@ def build_model(name, input_shape=(28, 28, 1), num_classes=10, discrete=False, s
         discrete: integer kernels (`keras_zim.initializers.Discrete`: the
             paper's rule for dense kernels, one draw per output channel for
             convolution kernels) and zero biases, for ZIM. Defaults to
-            `False` (Keras's defaults).
+            `False` (real-valued weights, as `init` says).
         seed: int; the model's weights are a function of it. Defaults to `0`.
+        init: the real-valued start (with `discrete=False`): `"keras"`
+            (Glorot uniform kernels, zero biases) or `"pytorch"` (PyTorch's
+            default: `pytorch_kernel` kernels, dense biases uniform in
+            +-1/sqrt(fan_in)). Defaults to `"keras"`.
+        conv_draw: `Discrete`'s `draw` for convolution kernels (with
+            `discrete=True`): `"unit"` (keras_zim's fix) or `"kernel"` (the
+            paper's rule, which leaves most channels all zero). Defaults to
+            `"unit"`.
+        discrete_base: the base `w0` of the integer kernels:
+            `"glorot_uniform"` or `"pytorch"` (`pytorch_kernel`, as in the
+            authors' code). Defaults to `"glorot_uniform"`.
 
     Returns:
         An uncompiled `keras.Model` named `name`.
@@ -104,12 +163,23 @@ def build_model(name, input_shape=(28, 28, 1), num_classes=10, discrete=False, s
     """
     if name not in MODELS:
         raise ValueError(f"Argument `name` must be one of {MODELS}. Received: name={name!r}")
-    kernels = _Kernels(discrete, seed)
+    if init not in INITS:
+        raise ValueError(f"Argument `init` must be one of {INITS}. Received: init={init!r}")
+    if conv_draw not in _DRAWS:
+        raise ValueError(f"Argument `conv_draw` must be one of {_DRAWS}. Received: conv_draw={conv_draw!r}")
+    if discrete_base not in ("glorot_uniform", "pytorch"):
+        raise ValueError(
+            "Argument `discrete_base` must be one of ('glorot_uniform', 'pytorch'). "
+            f"Received: discrete_base={discrete_base!r}"
+        )
+    kernels = _Kernels(discrete, seed, init, conv_draw, discrete_base)
     inputs = keras.Input(input_shape)
     if name in ("linear", "hidden"):
         x = keras.layers.Flatten()(inputs)
         if name == "hidden":
-            x = keras.layers.Dense(128, activation="relu", kernel_initializer=kernels())(x)
+            x = keras.layers.Dense(
+                128, activation="relu", kernel_initializer=kernels(), bias_initializer=kernels.bias(x.shape[-1])
+            )(x)
     elif name == "conv":
         x = inputs
         for filters in (16, 32):
@@ -121,7 +191,9 @@ def build_model(name, input_shape=(28, 28, 1), num_classes=10, discrete=False, s
         for filters, strides in ((16, 1), (32, 2), (64, 2)):
             x = _residual(x, filters, kernels, strides)
         x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(num_classes, kernel_initializer=kernels())(x)
+    x = keras.layers.Dense(
+        num_classes, kernel_initializer=kernels(), bias_initializer=kernels.bias(x.shape[-1])
+    )(x)
     outputs = _scale_free()(x)
     return keras.Model(inputs, outputs, name=name)
 

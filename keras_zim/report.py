@@ -16,6 +16,7 @@ from keras_zim.export import signed_bits
 __all__ = [
     "summarize",
     "write_curves",
+    "write_figure",
     "write_results",
     "write_summary",
 ]
@@ -88,39 +89,79 @@ def _title(results):
     return title
 
 
-def write_curves(results, out):
-    """Test accuracy against iterations: mean and min-max band per optimizer."""
+def _band(axes, results, name, label):
+    """Plots `name`'s mean test accuracy and min-max band over runs; False if it has no runs."""
+    curves = {}
+    for point in results["evaluations"]:
+        if point["optimizer"] == name:
+            curves.setdefault(point["seed"], {})[point["iteration"]] = point["test_accuracy"]
+    if not curves:
+        return False
+    iterations = sorted(set.intersection(*(set(curve) for curve in curves.values())))
+    values = np.array([[curve[i] for i in iterations] for curve in curves.values()])
+    line = axes.plot(iterations, values.mean(0), label=f"{label} ({len(curves)} runs)")[0]
+    axes.fill_between(iterations, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+    return True
+
+
+def write_figure(series, path, title, ylim=None):
+    """One figure of several runs' curves, like the paper's Figure 1.
+
+    Args:
+        series: `(results, optimizer, label)` triples: the curve of
+            `optimizer`'s runs in the results dict `results`, named `label`.
+        path: the PNG file to write.
+        title: the figure's title.
+        ylim: `(low, high)` of the accuracy axis, or None. Defaults to `None`.
+
+    Returns:
+        `path`.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for name in results["config"]["optimizers"]:
-        curves = {}
-        for point in results["evaluations"]:
-            if point["optimizer"] == name:
-                curves.setdefault(point["seed"], {})[point["iteration"]] = point["test_accuracy"]
-        if not curves:
-            continue
-        iterations = sorted(set.intersection(*(set(curve) for curve in curves.values())))
-        values = np.array([[curve[i] for i in iterations] for curve in curves.values()])
-        line = axes.plot(iterations, values.mean(0), label=f"{name} ({len(curves)} runs)")[0]
-        axes.fill_between(iterations, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+    below = len(series) > 3  # a long legend goes under the axes, not over the curves
+    figure, axes = plt.subplots(figsize=(7, 4.5 + (0.25 * len(series) if below else 0)))
+    for results, name, label in series:
+        _band(axes, results, name, label)
     axes.set_xlabel("iteration")
     axes.set_ylabel("test accuracy")
-    axes.set_title(_title(results), fontsize=9)
+    if ylim:
+        axes.set_ylim(*ylim)
+    axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
-    axes.legend(title="mean, band: min-max over runs", fontsize=8, title_fontsize=8)
+    placement = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.13)} if below else {}
+    axes.legend(title="mean, band: min-max over runs", fontsize=8, title_fontsize=8, **placement)
     figure.tight_layout()
-    path = os.path.join(out, "curves.png")
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
 
 
+def write_curves(results, out):
+    """Test accuracy against iterations: mean and min-max band per optimizer."""
+    series = [(results, name, name) for name in results["config"]["optimizers"]]
+    return write_figure(series, os.path.join(out, "curves.png"), _title(results))
+
+
 def _percent(value):
     return f"{100 * value:.2f}%"
+
+
+def _starts(results):
+    """Which initialisation each kind of optimizer started from, in words."""
+    from keras_zim.cli import INTEGER_NOTES, START_NOTES
+
+    config = results["config"]
+    names = config["optimizers"]
+    parts = []
+    if any(name.startswith("zim") for name in names):
+        parts.append("ZIM from " + INTEGER_NOTES[config.get("integer_init", "keras_zim")])
+    if any(not name.startswith("zim") for name in names):
+        parts.append("SGD/Adam from " + START_NOTES[config.get("init", "keras")])
+    return "; ".join(parts)
 
 
 def write_summary(results, out):
@@ -128,6 +169,7 @@ def write_summary(results, out):
     data, config = results["data"], results["config"]
     summary = summarize(results)
     lines = ["# keras-zim reproduce: summary", ""]
+    held_out = "validation" if data.get("validation") else "test"
     if data["synthetic"]:
         lines += ["**SYNTHETIC DATA: random images, not real data. These numbers mean nothing.**", ""]
     seeds = sorted({run["seed"] for run in results["runs"]})
@@ -137,11 +179,12 @@ def write_summary(results, out):
         f"- Model: `{config['model']}` ({results['parameters']:,} parameters); batch "
         f"{config['batch_size']}; {config['epochs']} epochs; test set evaluated every "
         f"{config['eval_every']} iterations; seeds {', '.join(map(str, seeds))}.",
+        f"- Start: {_starts(results)}.",
         f"- Machine: {results['machine']['description']}; {results['created']}.",
         f"- Time: {results['seconds']:.0f} s in all ({len(results['runs'])} runs finished of "
         f"{config['runs'] * len(config['optimizers'])}).",
         "",
-        "| optimizer | settings | runs | final test accuracy, mean +- std | min - max | gap to SGD "
+        f"| optimizer | settings | runs | final {held_out} accuracy, mean +- std | min - max | gap to SGD "
         "| weights integral | largest abs weight | integer width |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]

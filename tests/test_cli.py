@@ -54,6 +54,11 @@ def test_reproduce_end_to_end_offline(tmp_path, capsys):
     assert f"{100 * (np.mean(zim) - np.mean(sgd)):+.2f} points" in line
     assert "yes (start and end of every run)" in line and "fits int8" in line
     assert results["data"]["message"] in summary
+    # The default baseline starts from PyTorch's initialisation, and every output says so.
+    assert results["config"]["init"] == "pytorch"
+    assert "SGD lr=0.01; PyTorch's default start" in results["optimizer_settings"]["sgd"]
+    assert ("- Start: ZIM from integer kernels (keras_zim: the paper's rule for dense kernels"
+            in summary and "SGD/Adam from PyTorch's default start" in summary)
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -89,7 +94,7 @@ def test_cifar10_offline_without_synthetic_fails_clearly(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--optimizers", "zim,rmsprop"], "argument --optimizers: invalid choice: 'rmsprop' (choose a "
-                                      "comma-separated list from zim, zim-variable, sgd, adam)"),
+                                      "comma-separated list from zim, zim-variable, zim-perparam, sgd, adam)"),
     (["--model", "vgg"], "argument --model: invalid choice: 'vgg' (choose from"),
     (["--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet' (choose from"),
     (["--epochs", "0"], "argument --epochs: must be a positive integer, got '0'"),
@@ -98,11 +103,25 @@ def test_cifar10_offline_without_synthetic_fails_clearly(tmp_path, capsys):
     (["--calibration-images", "-1"], "argument --calibration-images: must be an integer >= 0, got '-1'"),
     (["--calibration-images", "many"], "argument --calibration-images: must be an integer >= 0, got 'many'"),
     (["--offline", "--download"], "argument --download: not allowed with argument --offline"),
+    (["--init", "torch"], "argument --init: invalid choice: 'torch' (choose from"),
+    (["--preset", "authors"], "argument --preset: invalid choice: 'authors' (choose from"),
+    (["--sgd-rate", "0"], "argument --sgd-rate: must be a finite number > 0, got '0'"),
+    (["--validation", "-5"], "argument --validation: must be an integer >= 0, got '-5'"),
 ])
 def test_bad_arguments_name_the_argument_and_the_allowed_values(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["reproduce", *argv])
     assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tune-runs", "0"], "argument --tune-runs: must be a positive integer, got '0'"),
+    (["--sgd-rates", "0.1,x"], "argument --sgd-rates: must be a comma-separated list of numbers >= 0, got '0.1,x'"),
+])
+def test_bad_tune_arguments(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["tune", *argv])
     assert message in capsys.readouterr().err
 
 
@@ -113,6 +132,74 @@ def test_defaults_are_the_papers_experiment():
     assert (args.learning_rate, args.trials, args.smoothing) == (None, None, 1.0)
     assert not args.download and not args.synthetic and args.out is None
     assert args.calibration_images == 512
+    # The paper's SGD baseline: 0.01 from PyTorch's default start.
+    assert (args.sgd_rate, args.init, args.integer_init, args.normalization) == (0.01, "pytorch", "keras_zim", "none")
+    assert args.preset is None and args.validation == 0 and not args.relative_smoothing
+
+
+@pytest.mark.parametrize("init, note", [
+    ("pytorch", "SGD lr=0.01; PyTorch's default start (kernels VarianceScaling(1/3, fan_in, uniform)"),
+    ("keras", "SGD lr=0.01; Keras's default start (Glorot uniform kernels, zero biases)"),
+])
+def test_the_baseline_says_which_start_it_used(init, note):
+    args = cli.parse_args(["reproduce", "--init", init])
+    assert cli._settings("sgd", args).startswith(note)
+    assert cli._settings("adam", args).startswith(f"Adam lr=0.001; {note[len('SGD lr=0.01; '):]}")
+
+
+def test_preset_paper_is_the_authors_setup_and_explicit_options_override_it():
+    args = cli.parse_args(["reproduce", "--preset", "paper"])
+    assert args.optimizers == ["zim", "zim-perparam", "sgd"]
+    assert (args.learning_rate, args.smoothing, args.trials, args.relative_smoothing) == (1.0, 1.0, None, False)
+    assert (args.init, args.integer_init, args.normalization, args.calibration_images) == (
+        "pytorch", "paper", "paper", 0)
+    assert (args.sgd_rate, args.batch_size, args.epochs, args.runs, args.eval_every) == (0.01, 64, 10, 10, 20)
+    zim = cli._optimizer("zim", args, seed=0)
+    assert (float(zim.learning_rate), zim.trials, zim.smoothing, zim.scope) == (1.0, None, 1.0, "global")
+    per_param = cli._optimizer("zim-perparam", args, seed=0)
+    assert (float(per_param.learning_rate), per_param.trials, per_param.scope) == (1.0, "root", "variable")
+    assert cli._settings("zim-perparam", args).startswith(
+        "ZIM r=1, n=round(size ** (1/ndim)) per variable, c=1, scope=variable; integer kernels by the paper's rule")
+    args = cli.parse_args(["reproduce", "--preset", "paper", "--runs", "3", "--integer-init", "keras_zim",
+                           "--calibration-images", "512"])
+    assert (args.runs, args.integer_init, args.calibration_images, args.learning_rate) == (3, "keras_zim", 512, 1.0)
+
+
+def test_preset_paper_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    argv = ["reproduce", "--preset", "paper", "--model", "linear", "--runs", "1",
+            "--data-dir", str(tmp_path / "no-tfds"), "--out", str(out), *QUICK]
+    assert cli.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [run["optimizer"] for run in results["runs"]] == ["zim", "zim-perparam", "sgd"]
+    assert all(run["integral_at_end"] for run in results["runs"][:2])
+    assert results["data"]["normalize"] == [0.1307, 0.3081]
+    summary = (out / "summary.md").read_text()
+    assert "normalised to (x - 0.1307) / 0.3081" in summary
+    assert "- Start: ZIM from integer kernels by the paper's rule for every kernel" in summary
+    assert "| zim-perparam | ZIM r=1, n=round(size ** (1/ndim)) per variable" in summary
+
+
+def test_tune_chooses_on_the_validation_split_then_reruns_on_the_full_training_set(tmp_path):
+    out = tmp_path / "tune"
+    argv = ["tune", "--model", "linear", "--optimizers", "sgd,zim", "--sgd-rates", "0.003,0.3",
+            "--zim-rates", "0.1", "--zim-smoothings", "1", "--tune-runs", "1", "--runs", "1",
+            "--validation", "100", "--data-dir", str(tmp_path / "no-tfds"), "--out", str(out), *QUICK]
+    assert cli.main(argv) == 0
+    record = json.loads((out / "tune.json").read_text())
+    assert [entry["label"] for entry in record["scores"]] == ["sgd-lr0.003", "sgd-lr0.3", "zim-r0.1-c1"]
+    best = max(record["scores"][:2], key=lambda entry: np.mean(entry["accuracies"]))
+    assert record["chosen"] == {"sgd": best["label"], "zim": "zim-r0.1-c1"}
+    # Candidates saw only the validation split, carved from the training images...
+    candidate = json.loads((out / "validation" / "sgd-lr0.3" / "results.json").read_text())
+    assert candidate["data"]["validation"] == 100 and "the test set unused" in candidate["data"]["message"]
+    assert candidate["optimizer_settings"]["sgd"].startswith("SGD lr=0.3;")
+    # ...and the winners ran again on the training set and were tested.
+    final = json.loads((out / "final" / "results.json").read_text())
+    assert final["data"]["validation"] == 0 and "the test set unused" not in final["data"]["message"]
+    assert final["optimizer_settings"]["sgd"].startswith(f"SGD lr={best['overrides']['sgd_rate']:g};")
+    assert [run["optimizer"] for run in final["runs"]] == ["sgd", "zim"]
+    assert "| sgd | " + best["label"] + " |" in (out / "tune.md").read_text()
 
 
 @pytest.mark.parametrize("argv, rate, settings", [

@@ -119,3 +119,33 @@ def test_unknown_dataset():
     with pytest.raises(ValueError, match=r"Argument `name` must be one of \('mnist', 'cifar10'\)"):
         datasets.load("imagenet")
     assert isinstance(datasets.load("mnist", synthetic=True)[0], tf.data.Dataset)
+
+
+def test_validation_is_carved_from_the_training_set_and_the_test_set_is_unused(tmp_path):
+    train, held_out, description = datasets.load("mnist", data_dir=tmp_path, validation=800)
+    x_train, y_train = datasets.mnist_subset()[:2]
+    assert (description["train_images"], description["test_images"], description["validation"]) == (3200, 800, 800)
+    assert "validation: the last 800 images of the training set, the test set unused" in description["message"]
+    assert "3,200 training and 800 validation images" in description["message"]
+    images = np.concatenate([batch.numpy() for batch, _ in held_out])
+    labels = np.concatenate([batch.numpy() for _, batch in held_out])
+    np.testing.assert_array_equal(images, x_train[3200:] / np.float32(255))
+    np.testing.assert_array_equal(labels, y_train[3200:])
+    # The training pipeline holds exactly the other 3,200 training images.
+    seen = np.sort(np.concatenate([batch.numpy() for _, batch in train]))
+    np.testing.assert_array_equal(seen, np.sort(y_train[:3200]))
+    with pytest.raises(ValueError, match="Argument `validation` must be smaller than the 4,000 training images"):
+        datasets.load("mnist", data_dir=tmp_path, validation=4000)
+    with pytest.raises(ValueError, match="Argument `validation` must be an integer >= 0"):
+        datasets.load("mnist", data_dir=tmp_path, validation=-1)
+
+
+def test_the_papers_normalisation(tmp_path):
+    _, test, description = datasets.load("mnist", data_dir=tmp_path, test_limit=50,
+                                         normalize=datasets.MNIST_MEAN_STD)
+    images = _first_batch(test)[0]
+    x_test = datasets.mnist_subset()[2]
+    np.testing.assert_allclose(images, (x_test[:50] / np.float32(255) - 0.1307) / 0.3081, rtol=1e-5, atol=1e-5)
+    assert images.min() == pytest.approx(-0.1307 / 0.3081, rel=1e-5)
+    assert description["normalize"] == [0.1307, 0.3081]
+    assert "normalised to (x - 0.1307) / 0.3081" in description["message"]

@@ -219,3 +219,46 @@ def test_conv_learns_with_zim_on_real_mnist():
     shares = np.bincount(labels) / len(labels)
     entropy = -np.sum(shares * np.log(shares))
     assert history.history["loss"][-1] < 0.6 * entropy, (history.history["loss"], entropy)
+
+
+def test_pytorch_start_is_uniform_in_one_over_sqrt_fan_in():
+    # PyTorch's nn.Linear: kernel and bias U(+-1/sqrt(fan_in)). 784 x 128 draws of a
+    # uniform on [-a, a] have max |w| within a * (1 - 1e-3) of a with probability
+    # 1 - (1 - 1e-3) ** 100352 ~ 1, and a standard deviation a / sqrt(3) to 1%.
+    model = models.build_model("hidden", init="pytorch", seed=0)
+    hidden_kernel, hidden_bias, logit_kernel, logit_bias = [np.asarray(w) for w in model.trainable_weights]
+    for kernel, bias, fan_in in ((hidden_kernel, hidden_bias, 784), (logit_kernel, logit_bias, 128)):
+        limit = 1 / np.sqrt(fan_in)
+        assert np.abs(kernel).max() <= limit and np.abs(bias).max() <= limit
+        assert np.abs(kernel).max() > 0.99 * limit
+        assert np.all(bias != 0)
+    np.testing.assert_allclose(hidden_kernel.std(), 1 / np.sqrt(3 * 784), rtol=0.01)
+    # Keras's start: Glorot kernels (limit sqrt(6 / (784 + 128))) and zero biases.
+    keras_start = [np.asarray(w) for w in models.build_model("hidden", init="keras", seed=0).trainable_weights]
+    assert np.abs(keras_start[0]).max() > 1.5 / np.sqrt(784)
+    assert not keras_start[1].any() and not keras_start[3].any()
+    assert np.array_equal(keras_start[0], np.asarray(models.build_model("hidden", seed=0).trainable_weights[0]))
+
+
+def test_the_papers_conv_rule_leaves_channels_all_zero():
+    # conv_draw="kernel": one multinomial of m = round(size ** (1/4)) trials per kernel,
+    # over PyTorch's start: at most m output channels can be non-zero.
+    model = models.build_model("conv", discrete=True, seed=0, conv_draw="kernel", discrete_base="pytorch")
+    assert keras_zim.is_integral(model)
+    for kernel in _conv_kernels(model):
+        k = np.asarray(kernel)
+        trials = round(k.size ** 0.25)
+        assert np.abs(k).sum() <= trials
+        live = np.count_nonzero(np.abs(k).reshape(-1, k.shape[-1]).sum(axis=0))
+        assert live <= trials < k.shape[-1]
+
+
+@pytest.mark.parametrize("argument, message", [
+    ({"init": "torch"}, "Argument `init` must be one of ('keras', 'pytorch')"),
+    ({"conv_draw": "layer"}, "Argument `conv_draw` must be one of ('kernel', 'unit')"),
+    ({"discrete_base": "he"}, "Argument `discrete_base` must be one of ('glorot_uniform', 'pytorch')"),
+])
+def test_bad_start_arguments(argument, message):
+    with pytest.raises(ValueError) as error:
+        models.build_model("linear", **argument)
+    assert message in str(error.value)

@@ -68,3 +68,33 @@ def test_files(tmp_path, synthetic):
     assert "yes (start and end of every run) | 37 (range -37 to 20) | 7 bits signed (fits int8) |" in summary
     assert "| sgd | SGD lr=0.01 | 2 | 94.00% +- 1.41% |" in summary
     assert ("SYNTHETIC DATA" in summary) == synthetic
+
+
+def test_summary_says_which_start_and_which_held_out_set(tmp_path):
+    results = _results()
+    results["config"].update(init="keras", integer_init="paper")
+    results["data"]["validation"] = 800
+    summary = open(report.write_summary(results, tmp_path)).read()
+    assert ("- Start: ZIM from integer kernels by the paper's rule for every kernel (one multinomial of "
+            "round(size ** (1/ndim)) trials over PyTorch's start), zero biases; SGD/Adam from Keras's "
+            "default start (Glorot uniform kernels, zero biases).") in summary
+    assert "| final validation accuracy, mean +- std |" in summary
+
+
+def test_write_figure_draws_one_curve_per_series(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    labels = []
+    plot = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        labels.append(kwargs.get("label"))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    results = _results()
+    path = report.write_figure([(results, "zim", "paper ZIM"), (results, "sgd", "SGD"), (results, "adam", "none")],
+                               str(tmp_path / "figure.png"), "title")
+    with open(path, "rb") as image:
+        assert image.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert labels == ["paper ZIM (2 runs)", "SGD (2 runs)"]  # adam has no runs: no curve
