@@ -34,22 +34,14 @@ def _floats(text):
     return values
 
 
-def _seeds(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
 def _joined(values):
     return ",".join(f"{value:g}" for value in values)
 
 
 def add_options(parser):
     """The tuning grid's options, added to `parser` (the `tune` subcommand)."""
+    from keras_zim.cli import _positive_int  # cli imports this module when it builds its parser
+
     add = parser.add_argument
     add("--sgd-rates", type=_floats, default=list(SGD_RATES), metavar="LIST",
         help=f"SGD learning rates to try; default: {_joined(SGD_RATES)}")
@@ -59,7 +51,7 @@ def add_options(parser):
         help=f"ZIM rates r to try (each in [0, 1]); default: {_joined(ZIM_RATES)}")
     add("--zim-smoothings", type=_floats, default=list(ZIM_SMOOTHINGS), metavar="LIST",
         help=f"ZIM smoothings c to try, with every r; default: {_joined(ZIM_SMOOTHINGS)}")
-    add("--tune-runs", type=_seeds, default=2, metavar="N",
+    add("--tune-runs", type=_positive_int, default=2, metavar="N",
         help="seeds per candidate on the validation split; default: 2")
     parser.set_defaults(validation=800, optimizers=["zim", "sgd", "adam"])
 
