@@ -6,7 +6,7 @@ import random
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_zim import grid
 from keras_zim import sampling
@@ -142,18 +142,18 @@ class Discrete(keras.initializers.Initializer):
         if "seed" in config:
             config["seed"] = seed
         w0 = type(self.base).from_config(config)(shape, dtype="float32")
-        w0 = tf.cast(w0, tf.float64)
+        w0 = np.asarray(ops.convert_to_numpy(w0), np.float64)
         if self.draw == "unit":
             # Rows are output units: [units, fan_in], one multinomial per row.
             units = shape[-1] if len(shape) >= 2 else 1
-            rows = tf.transpose(tf.reshape(w0, [size // units, units]))
+            rows = np.reshape(w0, [size // units, units]).T
             trials = self.trials or max(1, size // units)
         else:
-            rows = tf.reshape(w0, [1, size])
+            rows = np.reshape(w0, [1, size])
             trials = self.trials or max(1, round(size ** (1.0 / max(len(shape), 1))))
         # Rate 1: every trial passes, and one loop step of `trials` slots places them.
         counts = sampling.sample_counts(
-            rows,
+            ops.convert_to_tensor(rows.astype(np.float32)),  # w0 is float32
             trials,
             1.0,
             [seed, 1],
@@ -161,18 +161,18 @@ class Discrete(keras.initializers.Initializer):
             smoothing=self.smoothing,
             jit_compile=False,  # called once per weight: no XLA compile
         )
-        values = tf.cast(counts, tf.float64) * tf.sign(rows)
+        values = ops.convert_to_numpy(counts).astype(np.float64) * np.sign(rows)
         if self.draw == "unit":
-            values = tf.transpose(values)
-        values = tf.reshape(values, shape) + 0.0
+            values = values.T
+        values = np.reshape(values, shape) + 0.0
         if self.low is not None or self.high is not None:
             grid.check_dtype_holds(self.low, self.high, dtype or keras.config.floatx(), "Discrete(low, high)")
-            values = tf.clip_by_value(
+            values = np.clip(
                 values,
                 -math.inf if self.low is None else float(self.low),
                 math.inf if self.high is None else float(self.high),
             )
-        return tf.cast(values, dtype or keras.config.floatx())
+        return ops.convert_to_tensor(values, dtype or keras.config.floatx())
 
     def get_config(self):
         return {

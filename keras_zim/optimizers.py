@@ -4,12 +4,12 @@ import math
 import numbers
 import random
 import warnings
-import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from keras_zim import backend
 from keras_zim import grid
 from keras_zim import sampling
 
@@ -23,36 +23,30 @@ def _exact_limit(dtype, unit):
     return unit * 2.0 ** grid.exact_digits(dtype)
 
 
-def _move_all(gradients, variables, rate, seed, scope, trials, smoothing, unit, slots, relative_smoothing):
-    """`w <- w - unit * x * sign(g)` for all `variables`, `x` drawn per `scope`.
+def _moved(gradients, values, rate, seed, scope, trials, smoothing, unit, slots, relative_smoothing, precision):
+    """The values after `w <- w - unit * x * sign(g)`, `x` drawn per `scope`.
 
     Draws `x` as `keras_zim.sampling.grid_moves` does for the global scope
-    (same seed, same draw), then applies it with one dense update per
-    variable; every entry that moves is clipped to the largest magnitude the
-    dtype holds exactly on the grid.
+    (same seed, same draw); every entry that moves is clipped to the largest
+    magnitude the dtype holds exactly on the grid.
     """
-    counts = sampling.scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative_smoothing)
-    for variable, gradient, count in zip(variables, gradients, counts):
-        count = tf.reshape(count, variable.shape)
-        limit = _exact_limit(variable.dtype.name, unit)
-        step = tf.cast(count, variable.dtype) * tf.sign(tf.cast(gradient, variable.dtype)) * unit
-        moved = tf.clip_by_value(variable - step, -limit, limit)
-        variable.assign(tf.where(count > 0, moved, variable))
+    counts = sampling.scope_counts(
+        gradients, scope, rate, seed, trials, smoothing, slots, relative_smoothing, precision
+    )
+    result = []
+    for value, gradient, count in zip(values, gradients, counts):
+        count = ops.reshape(count, value.shape)
+        limit = _exact_limit(keras.backend.standardize_dtype(value.dtype), unit)
+        step = ops.cast(count, value.dtype) * ops.sign(ops.cast(gradient, value.dtype)) * unit
+        result.append(ops.where(count > 0, ops.clip(value - step, -limit, limit), value))
+    return result
 
 
-# Eager steps share one compiled mover. Inside a traced step each optimizer
-# gets its own: a nested function shared across optimizers can be reused by a
-# later trace while still referring to an earlier model's (deleted) variables.
-_eager_mover = tf.function(_move_all, jit_compile=True, autograph=False)
-_traced_movers = weakref.WeakKeyDictionary()
-
-
-def _mover(optimizer):
-    if not tf.inside_function():
-        return _eager_mover
-    if optimizer not in _traced_movers:
-        _traced_movers[optimizer] = tf.function(_move_all, jit_compile=True, autograph=False)
-    return _traced_movers[optimizer]
+# A pure function of its arguments: one compiled mover serves every optimizer.
+_mover = backend.jit(
+    _moved,
+    static_argnames=("scope", "trials", "smoothing", "unit", "slots", "relative_smoothing", "precision"),
+)
 
 
 def _name(variable):
@@ -122,6 +116,11 @@ class ZIM(keras.optimizers.Optimizer):
             Defaults to `"global"`.
         unit: the grid step `delta`, a positive power of two so that its
             multiples are exact in floating point. Defaults to `1.0`.
+        precision: arithmetic of the sampler's partial sums: `"float64"`,
+            `"float32x2"` (double-float32: no float64 anywhere, for TPUs and
+            JAX without x64; trials land within 1e-13 of `q_i`) or `"auto"`
+            (float64 where the backend has it enabled, else float32x2).
+            Defaults to `"auto"`.
         seed: int seed of the stateless sampler, or None for a fresh one
             chosen now and stored in the config. Defaults to `None`.
         name: Defaults to `"zim"`.
@@ -160,6 +159,7 @@ class ZIM(keras.optimizers.Optimizer):
         scope="global",
         relative_smoothing=False,
         unit=1.0,
+        precision="auto",
         seed=None,
         name="zim",
         **kwargs,
@@ -203,6 +203,10 @@ class ZIM(keras.optimizers.Optimizer):
                 "Argument `unit` must be a positive power of two (1, 0.5, 2**-7, "
                 f"...) so that its multiples are exact. Received: unit={unit}"
             )
+        if precision not in sampling.PRECISIONS:
+            raise ValueError(
+                f"Argument `precision` must be one of {sampling.PRECISIONS}. Received: precision={precision!r}"
+            )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"Argument `seed` must be an int or None. Received: seed={seed}")
         if kwargs.get("weight_decay") is not None:
@@ -224,6 +228,7 @@ class ZIM(keras.optimizers.Optimizer):
         self.smoothing = float(smoothing)
         self.scope = scope
         self.unit = float(unit)
+        self.precision = precision
         self.seed = random.randrange(2**31) if seed is None else int(seed)
         self._pending = {}
         self._expected_updates = 0
@@ -238,7 +243,8 @@ class ZIM(keras.optimizers.Optimizer):
                     f"`{_name(variable)}` has dtype {keras.backend.standardize_dtype(variable.dtype)}."
                 )
         super().build(variables)
-        with tf.init_scope():  # the current rate sizes the sampler's loop steps
+        self._precision = sampling.resolve_precision(self.precision)  # in build: under a TPU strategy's scope
+        with backend.eager_scope():  # the current rate sizes the sampler's loop steps
             rate = float(np.clip(keras.ops.convert_to_numpy(self.learning_rate), 0.0, 1.0))
             off_grid = [_name(v) for v in variables if not grid.is_integral([v], self.unit)]
         if off_grid:
@@ -271,35 +277,39 @@ class ZIM(keras.optimizers.Optimizer):
         return result
 
     def update_step(self, gradient, variable, learning_rate):
-        pending = self._pending.setdefault(variable.device, [])
-        pending.append((tf.convert_to_tensor(gradient), variable))
+        device = getattr(variable, "device", None)
+        pending = self._pending.setdefault(device, [])
+        pending.append((ops.reshape(ops.convert_to_tensor(gradient), variable.shape), variable))
         if len(pending) == self._expected_updates:
-            del self._pending[variable.device]
+            del self._pending[device]
             gradients, variables = zip(*pending)
             self._move(gradients, variables, learning_rate)
 
     def _move(self, gradients, variables, learning_rate):
         stream = -1 if self.scope == "global" else -2
-        seed = tf.random.experimental.stateless_fold_in(
-            tf.constant([self.seed, stream], tf.int32), tf.cast(self.iterations, tf.int32)
+        seed = backend.fold_in(
+            ops.convert_to_tensor([self.seed, stream], "int32"), ops.cast(self.iterations, "int32")
         )
         index = [self._get_variable_index(v) for v in variables]
         if self.scope == "global":
-            trials, slots = [self._trials[index[0]]], [self._slots[index[0]]]
+            trials, slots = (self._trials[index[0]],), (self._slots[index[0]],)
         else:
-            trials, slots = [self._trials[i] for i in index], [self._slots[i] for i in index]
-        variables = [v.value if isinstance(v, keras.Variable) else v for v in variables]
-        _mover(self)(
-            list(gradients), variables, tf.convert_to_tensor(learning_rate), seed, self.scope, trials,
-            self.smoothing, self.unit, slots, self.relative_smoothing,
+            trials, slots = tuple(self._trials[i] for i in index), tuple(self._slots[i] for i in index)
+        values = [ops.convert_to_tensor(v) for v in variables]
+        moved = _mover(
+            list(gradients), values, ops.cast(learning_rate, "float32"), seed, scope=self.scope,
+            trials=trials, smoothing=self.smoothing, unit=self.unit, slots=slots,
+            relative_smoothing=self.relative_smoothing, precision=self._precision,
         )
+        for variable, value in zip(variables, moved):
+            self.assign(variable, value)
 
     def finalize_variable_values(self, var_list):
         """With `use_ema`, writes the averages snapped to the nearest grid point."""
         super().finalize_variable_values(var_list)
         if self.use_ema:
             for variable in var_list:
-                variable.assign(tf.round(variable / self.unit) * self.unit)
+                variable.assign(ops.round(variable / self.unit) * self.unit)
 
     def get_config(self):
         config = super().get_config()
@@ -310,6 +320,7 @@ class ZIM(keras.optimizers.Optimizer):
                 "scope": self.scope,
                 "relative_smoothing": self.relative_smoothing,
                 "unit": self.unit,
+                "precision": self.precision,
                 "seed": self.seed,
             }
         )

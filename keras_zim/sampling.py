@@ -1,61 +1,71 @@
-"""The exact zero-inflated multinomial sampler: pure tensor functions.
+"""The exact zero-inflated multinomial sampler: pure `keras.ops` functions.
 
 Everything in keras_zim that draws (the optimizer, the distribution and the
 initialiser) goes through `draw_counts`: one call draws the counts of every
 segment of a flat vector (one segment for ZIM's global scope, one per
 variable for its variable scope, one per row for the distribution) into one
-int32 count vector. Data flows one way: magnitudes -> segment masses ->
-trial counts -> trial positions -> counts.
+int32 count vector. It runs on every Keras backend; what differs per backend
+is in `keras_zim.backend`.
 
 #### Mathematical details
 
-For a segment's non-negative weights `w` (for ZIM, `w_i = |g_i| + c`),
-`q = w / sum(w)`, trials `n` and rate `r`:
+For a segment's magnitudes `m`, smoothing `c`, `q_i = (|m_i| + c) / (||m||_1 + c d)`,
+trials `n` and rate `r`:
 
 ```none
 x ~ Multinomial(n, [1 - r, r q_1, ..., r q_d]),  the no-op count x_0 dropped.
 ```
 
-It is drawn exactly, in stages that compose to that law:
+It is drawn in stages that compose to that law: first the passing trials
+`N ~ Binomial(n, r)`, exactly (inversion for `n p < 10`, Hormann's BTRS
+rejection otherwise: O(1) per segment), then each passing trial lands on `i`
+with probability `q_i` by the inverse CDF: a uniform target walks down a
+16-ary tree of the segment's partial sums. Every trial is one scatter-add
+into the count vector: O(d) to build the trees and O(log d) per trial,
+independent of the number of segments. Segments whose magnitudes sum to
+zero, or hold a NaN or Inf, get zero counts (the optimizer's skipped step).
 
-1. The passing trials `N ~ Binomial(n, r)`, then how many of them are
-   uniform, `U ~ Binomial(N, s)`: `q` is the mixture
-   `s / d + (1 - s) |m_i| / ||m||_1` with uniform share
-   `s = c d / (||m||_1 + c d)`. Binomials are drawn exactly, by inversion for
-   `n p < 10` and by Hormann's BTRS rejection otherwise: O(1) per segment,
-   whatever `n`.
-2. The `U` uniform trials land on `floor(u d)`, `u ~ Uniform[0, 1)`: no search.
-3. The `N - U` searched trials land on `i` with probability `|m_i| / ||m||_1`
-   by the inverse CDF in float64: `u ~ Uniform[0, ||m||_1)` walks down a
-   16-ary tree of the segment's partial sums (log16(d) levels).
+Two precisions, chosen by `precision` (`"auto"`: float64 where the backend
+has it enabled):
 
-Every trial is one scatter-add into the count vector: O(d) to build the
-trees, O(1) per uniform trial and O(log d) per searched trial, independent of
-the number of segments. Segments whose weights sum to zero, or hold a NaN or
-Inf, get zero counts (the optimizer's skipped step). The inverse CDF is exact
-up to float64 rounding of the partial sums (relative error about 1e-16 per
-boundary); docs/sampler.md has the design and the measurements.
+- `"float64"`: float64 partial sums. `U ~ Binomial(N, s)` of the passing
+  trials land uniformly (`floor(u d)`, no search; `s = c d / (||m||_1 + c d)`)
+  and the rest search a tree of `|m|`.
+- `"float32x2"`, for TPUs and JAX without x64: no float64 anywhere. Every
+  leaf is `|m_i| + c` held exactly as a pair of float32 (hi + lo), partial
+  sums and targets are double-float32 (about 48 bits), so a trial lands on
+  `i` with probability within 1e-13 of `q_i`. `N` is drawn in float32 from
+  pieces of at most 4,096 trials (its law exact up to float32 rounding).
+
+docs/sampler.md has the design and the measurements.
 """
 
 import math
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
+
+from keras_zim import backend
 
 __all__ = [
+    "PRECISIONS",
     "binomial",
     "chunk_size",
     "Segments",
     "draw_counts",
     "flat_gradients",
     "grid_moves",
+    "resolve_precision",
     "sample_counts",
     "scope_counts",
 ]
 
+PRECISIONS = ("auto", "float64", "float32x2")
 _FANOUT = 16
 MAX_CHUNK = 1 << 24
 SEARCH_CHUNK = 1 << 12
+_PIECE = 1 << 12  # float32x2: binomial pieces small enough for float32
 
 
 def chunk_size(total_count, rate):
@@ -76,15 +86,23 @@ def chunk_size(total_count, rate):
     return max(1, min(size, total_count, MAX_CHUNK))
 
 
+def resolve_precision(precision):
+    """`"float64"` or `"float32x2"` for `precision` in `PRECISIONS` (`"auto"`: float64 if available)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Argument `precision` must be one of {PRECISIONS}. Received: precision={precision!r}")
+    if precision == "auto":
+        return "float64" if backend.has_float64() else "float32x2"
+    return precision
+
+
 def _stream(seed, stream):
     """The key of one stream of draws, `stream` a Python int; fold it outside loops."""
-    return tf.random.experimental.stateless_fold_in(seed, stream)
+    return backend.fold_in(seed, stream)
 
 
-def _uniform(shape, key, step):
-    """Float64 Uniform[0, 1) keyed on (stream key, step), stateless."""
-    key = tf.random.experimental.stateless_fold_in(key, step)
-    return tf.random.stateless_uniform(shape, key, dtype=tf.float64, alg="philox")
+def _uniform(shape, key, step, dtype="float64"):
+    """Uniform[0, 1) keyed on (stream key, step), stateless."""
+    return backend.uniform(shape, backend.fold_in(key, step), keras.backend.standardize_dtype(dtype))
 
 
 # ------------------------------------------------------------------ binomials
@@ -95,19 +113,20 @@ _STIRLING_TABLE = [math.lgamma(k + 1.0) - ((k + 0.5) * math.log(k + 1.0) - (k + 
 
 
 def _stirling_error(k):
-    """`log(k!) - ((k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2)`, float64."""
-    table = tf.gather(tf.constant(_STIRLING_TABLE, tf.float64), tf.cast(tf.clip_by_value(k, 0.0, 9.0), tf.int32))
+    """`log(k!) - ((k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2)`, in `k`'s dtype."""
+    table = ops.convert_to_tensor(np.asarray(_STIRLING_TABLE), keras.backend.standardize_dtype(k.dtype))
+    table = backend.gather(table, ops.cast(ops.clip(k, 0.0, 9.0), "int32"))
     x = 1.0 / (k + 1.0)
     x2 = x * x
     series = (1.0 / 12.0 - (1.0 / 360.0 - x2 / 1260.0) * x2) * x
-    return tf.where(k < 10.0, table, series)
+    return ops.where(k < 10.0, table, series)
 
 
 def _inversion(count, prob, seed):
     """Sequential inversion of the Binomial CDF, for `n p < 10`: the start `(k, pmf, cdf)`, `going` and `step`."""
-    u = _uniform(tf.shape(count), _stream(seed, 0), 0)
+    u = _uniform(ops.shape(count), _stream(seed, 0), 0, count.dtype)
     ratio = prob / (1.0 - prob)
-    pmf = tf.exp(count * tf.math.log1p(-prob))
+    pmf = ops.exp(count * ops.log1p(-prob))
 
     def going(k, pmf, cdf):
         return (u >= cdf) & (k < count) & (pmf > 0.0)
@@ -115,83 +134,220 @@ def _inversion(count, prob, seed):
     def step(k, pmf, cdf):
         more = going(k, pmf, cdf)
         nxt = pmf * ratio * (count - k) / (k + 1.0)
-        return tf.where(more, k + 1.0, k), tf.where(more, nxt, pmf), tf.where(more, cdf + nxt, cdf)
+        return ops.where(more, k + 1.0, k), ops.where(more, nxt, pmf), ops.where(more, cdf + nxt, cdf)
 
-    return (tf.zeros_like(count), pmf, pmf), going, step
+    return (ops.zeros_like(count), pmf, pmf), going, step
 
 
 def _btrs(count, prob, seed):
     """Transformed rejection with squeeze (Hormann 1993, BTRS), for `n p >= 10`, `p <= 1/2`: one attempt."""
     n, p = count, prob
-    spq = tf.sqrt(n * p * (1.0 - p))
+    spq = ops.sqrt(n * p * (1.0 - p))
     b = 1.15 + 2.53 * spq
     a = -0.0873 + 0.0248 * b + 0.01 * p
     c = n * p + 0.5
     v_r = 0.92 - 4.2 / b
     alpha = (2.83 + 5.1 / b) * spq
     odds = p / (1.0 - p)
-    m = tf.floor((n + 1.0) * p)
-    fixed = (m + 0.5) * tf.math.log((m + 1.0) / (odds * (n - m + 1.0))) + _stirling_error(m) + _stirling_error(n - m)
+    m = ops.floor((n + 1.0) * p)
+    fixed = (m + 0.5) * ops.log((m + 1.0) / (odds * (n - m + 1.0))) + _stirling_error(m) + _stirling_error(n - m)
 
     key = _stream(seed, 1)
 
     def attempt(step, k, done):
-        u, v = tf.unstack(_uniform(tf.concat([[2], tf.shape(n)], 0), key, step))
-        u = u - 0.5
-        us = 0.5 - tf.abs(u)
-        candidate = tf.floor((2.0 * a / us + b) * u + c)
+        draws = _uniform((2,) + tuple(ops.shape(n)), key, step, n.dtype)
+        u, v = draws[0] - 0.5, draws[1]
+        us = 0.5 - ops.abs(u)
+        candidate = ops.floor((2.0 * a / us + b) * u + c)
         inside = (candidate >= 0.0) & (candidate <= n)
         squeeze = (us >= 0.07) & (v <= v_r)
-        safe = tf.clip_by_value(candidate, 0.0, n)
+        safe = ops.clip(candidate, 0.0, n)
         bound = (
             fixed
-            + (n + 1.0) * tf.math.log((n - m + 1.0) / (n - safe + 1.0))
-            + (safe + 0.5) * tf.math.log(odds * (n - safe + 1.0) / (safe + 1.0))
+            + (n + 1.0) * ops.log((n - m + 1.0) / (n - safe + 1.0))
+            + (safe + 0.5) * ops.log(odds * (n - safe + 1.0) / (safe + 1.0))
             - _stirling_error(safe)
             - _stirling_error(n - safe)
         )
-        accept = inside & (squeeze | (tf.math.log(v * alpha / (a / (us * us) + b)) <= bound))
-        return tf.where(accept & ~done, candidate, k), done | accept
+        accept = inside & (squeeze | (ops.log(v * alpha / (a / (us * us) + b)) <= bound))
+        return ops.where(accept & ~done, candidate, k), done | accept
 
     return attempt
 
 
 def binomial(count, prob, seed):
-    """Exact `Binomial(count, prob)` draws, elementwise, as float64.
+    """Exact `Binomial(count, prob)` draws, elementwise, in `count`'s float dtype.
 
     Inversion where `count * min(p, 1 - p) < 10`, BTRS rejection elsewhere
-    (both in one `tf.while_loop`); exact up to float64 rounding. `count`
-    must be whole and `>= 0`; `prob` is clipped into [0, 1].
+    (both in one while loop); exact up to the dtype's rounding. `count` must
+    be whole and `>= 0`; `prob` is clipped into [0, 1].
 
     Args:
-        count: float64 tensor of trial counts.
-        prob: float64 tensor of success probabilities, same shape.
+        count: float tensor of trial counts.
+        prob: float tensor of success probabilities, same shape and dtype.
         seed: stateless seed, int32 `[2]`.
 
     Returns:
-        float64 tensor of whole numbers in `[0, count]`.
+        Tensor of whole numbers in `[0, count]`, `count`'s dtype.
     """
-    prob = tf.clip_by_value(prob, 0.0, 1.0)
+    count = ops.convert_to_tensor(count)
+    prob = ops.clip(ops.cast(prob, count.dtype), 0.0, 1.0)
     flip = prob > 0.5
-    p = tf.where(flip, 1.0 - prob, prob)
+    p = ops.where(flip, 1.0 - prob, prob)
     small = count * p < 10.0
-    zero = tf.zeros_like(count)
-    inverted, going, invert = _inversion(tf.where(small, count, zero), tf.where(small, p, zero), seed)
-    attempt = _btrs(
-        tf.where(small, zero + 20.0, count), tf.where(small, zero + 0.5, p),
-        tf.random.experimental.stateless_fold_in(seed, 1),
-    )
+    zero = ops.zeros_like(count)
+    inverted, going, invert = _inversion(ops.where(small, count, zero), ops.where(small, p, zero), seed)
+    attempt = _btrs(ops.where(small, zero + 20.0, count), ops.where(small, zero + 0.5, p), backend.fold_in(seed, 1))
 
     def more(step, inverted, rejected, done):
-        return tf.reduce_any(going(*inverted)) | tf.reduce_any(~done)
+        return ops.any(going(*inverted)) | ops.any(~done)
 
     def body(step, inverted, rejected, done):
         return (step + 1, invert(*inverted)) + attempt(step, rejected, done)
 
-    _, inverted, rejected, _ = tf.while_loop(more, body, (tf.constant(0), inverted, zero, small))
-    draws = tf.where(small, inverted[0], rejected)
-    draws = tf.where((p > 0.0) & (count > 0.0), draws, zero)
-    return tf.where(flip, count - draws, draws)
+    start = (ops.convert_to_tensor(0, "int32"), inverted, zero, small)
+    _, inverted, rejected, _ = ops.while_loop(more, body, start)
+    draws = ops.where(small, inverted[0], rejected)
+    draws = ops.where((p > 0.0) & (count > 0.0), draws, zero)
+    return ops.where(flip, count - draws, draws)
+
+
+# ------------------------------------------------------------- arithmetic
+
+
+class _Plain:
+    """Partial sums in one dtype (float64, or int32 for counts): values are plain tensors."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def weight(self, raw, smoothing):
+        return ops.abs(ops.cast(raw, self.dtype))
+
+    def zeros(self, shape):
+        return ops.zeros(shape, self.dtype)
+
+    def suffix_pad(self, pads):
+        return pads
+
+    def sum16(self, grouped):
+        return ops.sum(grouped, axis=-1)
+
+    def block_sums(self, cells):
+        """`[rows, ceil(n/16)]` sums of 16 consecutive entries of `[rows, n]`, without a padded copy."""
+        rows, size = cells.shape
+        whole = size // _FANOUT * _FANOUT
+        parts = []
+        if whole:
+            parts.append(ops.sum(ops.reshape(cells[:, :whole], [rows, whole // _FANOUT, _FANOUT]), axis=-1))
+        if whole < size:
+            parts.append(ops.sum(cells[:, whole:], axis=-1, keepdims=True))
+        return ops.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+    def columns(self, children):
+        # Runs on the transposed children as 16 elementwise steps: XLA on CPU
+        # runs a reduction fused with its producer as a scalar loop (about
+        # 25x slower here).
+        transposed = ops.transpose(children)
+        return [transposed[k] for k in range(_FANOUT)]
+
+    def add(self, a, b):
+        return a + b
+
+    def sub(self, a, b):
+        return a - b
+
+    def le(self, a, b):
+        return a <= b
+
+    def where(self, condition, a, b):
+        return ops.where(condition, a, b)
+
+    def finite_positive(self, total):
+        return ops.isfinite(total) & (total > 0)
+
+
+def _two_sum(a, b):
+    """`(s, e)` with `s = fl(a + b)` and `s + e = a + b` exactly (Knuth)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _pair(hi, lo):
+    return ops.stack([hi, lo], axis=-1)
+
+
+class _DoubleFloat32:
+    """Double-float32 partial sums: a value is `[..., 2]` float32 (hi, lo), |lo| <= ulp(hi) / 2."""
+
+    def __init__(self):
+        self.dtype = "float32"
+
+    def weight(self, raw, smoothing):
+        """`|m| + c` held exactly as a pair."""
+        return _pair(*_two_sum(ops.abs(ops.cast(raw, "float32")), smoothing))
+
+    def zeros(self, shape):
+        return ops.zeros(tuple(shape) + (2,), "float32")
+
+    def suffix_pad(self, pads):
+        return pads + [[0, 0]]
+
+    def add(self, a, b):
+        s, e = _two_sum(a[..., 0], b[..., 0])
+        e = e + (a[..., 1] + b[..., 1])
+        hi = s + e
+        return _pair(hi, e - (hi - s))
+
+    def sub(self, a, b):
+        return self.add(a, -b)
+
+    def le(self, a, b):
+        return (a[..., 0] < b[..., 0]) | ((a[..., 0] == b[..., 0]) & (a[..., 1] <= b[..., 1]))
+
+    def where(self, condition, a, b):
+        return ops.where(condition[..., None], a, b)
+
+    def sum16(self, grouped):
+        """Pairwise sums over the axis of 16 (`[..., 16, 2]` -> `[..., 2]`)."""
+        while grouped.shape[-2] > 1:
+            half = ops.reshape(grouped, tuple(grouped.shape[:-2]) + (grouped.shape[-2] // 2, 2, 2))
+            grouped = self.add(half[..., 0, :], half[..., 1, :])
+        return grouped[..., 0, :]
+
+    def block_sums(self, cells):
+        rows, size = cells.shape[:2]
+        blocks = -(-size // _FANOUT)
+        padded = ops.pad(cells, [[0, 0], [0, blocks * _FANOUT - size], [0, 0]])
+        return self.sum16(ops.reshape(padded, [rows, blocks, _FANOUT, 2]))
+
+    def columns(self, children):
+        return [children[:, k] for k in range(_FANOUT)]
+
+    def finite_positive(self, total):
+        return ops.isfinite(total[..., 0]) & (total[..., 0] > 0)
+
+    def scaled(self, words, total):
+        """`u * total` for `u = (k1 + k2 / 2**24) / 2**24` from two 24-bit words, to about 2**-48 of `total`.
+
+        The leading product is exact: `k1` and `total`'s hi part are each
+        split into 12-bit halves (bit masks, no rounding), whose products fit
+        in float32.
+        """
+        k1, k2 = words[0], words[1]
+        u1 = ops.cast(k1 // 4096, "float32") * 2.0**-12
+        u2 = ops.cast(k1 % 4096, "float32") * 2.0**-24
+        hi, lo = total[..., 0], total[..., 1]
+        h1 = backend.high_half(hi)
+        h2 = hi - h1
+        result = _pair(u1 * h1, ops.zeros_like(hi))
+        for term in (u1 * h2, u2 * h1, u2 * h2, (u1 + u2) * lo, ops.cast(k2, "float32") * 2.0**-48 * hi):
+            result = self.add(result, _pair(term, ops.zeros_like(term)))
+        return result
+
+
+_INT32 = _Plain("int32")
 
 
 # ------------------------------------------------------------ segment trees
@@ -215,28 +371,31 @@ class Segments:
 
 
 class _SegmentTree:
-    """16-ary float64 sum trees, one per segment, walked together.
+    """16-ary sum trees, one per segment, walked together.
 
-    The leaves are the cells themselves, read in place; the first level holds
-    the sums of 16 consecutive cells, each level above the sums of 16 entries
-    of the one below (zero-padded), up to one root per segment. Shallower
-    segments get single-child levels on top, so that every segment has
-    `depth` levels and one `tf.while_loop` walks them all; the levels sit top
-    first in one `[nodes, 16]` table, indexed by per-segment offsets.
+    The leaves are `arith.weight` of the cells themselves, read in place; the
+    first level holds the sums of 16 consecutive leaves, each level above the
+    sums of 16 entries of the one below (zero-padded), up to one root per
+    segment. Shallower segments get single-child levels on top, so that every
+    segment has `depth` levels and one while loop walks them all; the levels
+    sit top first in one `[nodes, 16]` table, indexed by per-segment offsets.
+    `smoothing` holds each segment's `c` for `arith.weight` (or None).
     """
 
-    def __init__(self, values, layout, weight):
-        self.weight, self.values = weight, values
-        per_group = []  # per group: (blocks per segment, upper levels top first, totals)
+    def __init__(self, values, layout, arith, smoothing=None):
+        self.arith, self.values, self.smoothing = arith, values, smoothing
+        per_group, first = [], 0  # per group: (blocks per segment, upper levels top first, totals)
         for start, count, size in layout.groups:
-            cells = tf.reshape(values[start : start + count * size], [count, size])
-            sums = self._block_sums(weight(cells))
+            cells = ops.reshape(values[start : start + count * size], [count, size])
+            c = None if smoothing is None else ops.reshape(smoothing[first : first + count], [count, 1])
+            sums = arith.block_sums(arith.weight(cells, c))
             blocks, upper = sums.shape[1], []
             while sums.shape[1] > 1:
                 upper.insert(0, self._grouped(sums))
-                sums = tf.reduce_sum(upper[0], axis=-1)
+                sums = arith.sum16(upper[0])
             per_group.append((blocks, upper, sums[:, 0]))
-        self.total = tf.concat([total for _, _, total in per_group], axis=0)
+            first += count
+        self.total = ops.concatenate([total for _, _, total in per_group], axis=0)
         self.depth = max(len(upper) for _, upper, _ in per_group)
         pieces, starts = [], np.zeros([self.depth, layout.count], np.int32)
         widths = np.zeros([self.depth + 1, layout.count], np.int32)
@@ -246,88 +405,71 @@ class _SegmentTree:
             for (blocks, upper, total), (_, count, _) in zip(per_group, layout.groups):
                 missing = self.depth - len(upper)
                 if level < missing:  # a single child holding the whole total
-                    nodes = tf.pad(total[:, None, None], [[0, 0], [0, 0], [0, _FANOUT - 1]])
+                    nodes = ops.pad(total[:, None, None], arith.suffix_pad([[0, 0], [0, 0], [0, _FANOUT - 1]]))
                 else:
                     nodes = upper[level - missing]
                 starts[level, first : first + count] = offset + np.arange(count) * nodes.shape[1]
                 widths[level, first : first + count] = nodes.shape[1]
-                pieces.append(tf.reshape(nodes, [-1, _FANOUT]))
+                pieces.append(ops.reshape(nodes, (-1,) + tuple(nodes.shape[2:])))
                 offset += count * nodes.shape[1]
                 first += count
         first = 0
         for (blocks, _, _), (_, count, _) in zip(per_group, layout.groups):
             widths[self.depth, first : first + count] = blocks
             first += count
-        self.table = tf.concat(pieces + [tf.zeros([0, _FANOUT], tf.float64)], axis=0)
-        self.starts, self.widths = tf.constant(starts), tf.constant(widths)
-        self.cell_starts = tf.constant(layout.starts)
-        self.sizes = tf.constant(layout.sizes.astype(np.int32))
+        self.table = ops.concatenate(pieces, axis=0) if pieces else None
+        self.starts, self.widths = ops.convert_to_tensor(starts), ops.convert_to_tensor(widths)
+        self.cell_starts = ops.convert_to_tensor(layout.starts)
+        self.sizes = ops.convert_to_tensor(layout.sizes.astype(np.int32))
 
-    @staticmethod
-    def _block_sums(cells):
-        """`[rows, ceil(n/16)]` sums of 16 consecutive entries of `[rows, n]`, without a padded copy."""
-        rows, size = cells.shape
-        whole = size // _FANOUT * _FANOUT
-        parts = []
-        if whole:
-            parts.append(tf.reduce_sum(tf.reshape(cells[:, :whole], [rows, whole // _FANOUT, _FANOUT]), axis=-1))
-        if whole < size:
-            parts.append(tf.reduce_sum(cells[:, whole:], axis=-1, keepdims=True))
-        return tf.concat(parts, axis=1) if len(parts) > 1 else parts[0]
-
-    @staticmethod
-    def _grouped(values):
+    def _grouped(self, values):
         """`[rows, n]` padded with zeros and viewed as `[rows, ceil(n/16), 16]`."""
-        groups = -(-values.shape[1] // _FANOUT)
-        padded = tf.pad(values, [[0, 0], [0, groups * _FANOUT - values.shape[1]]])
-        return tf.reshape(padded, [values.shape[0], groups, _FANOUT])
+        rows, width = values.shape[:2]
+        groups = -(-width // _FANOUT)
+        padded = ops.pad(values, self.arith.suffix_pad([[0, 0], [0, groups * _FANOUT - width]]))
+        return ops.reshape(padded, (rows, groups, _FANOUT) + tuple(values.shape[2:]))
 
-    @staticmethod
-    def _descend(children, remaining):
-        """The child `[M]` holding each target, and the sum of the children before it.
-
-        `children` is `[M, 16]`. Runs on the transposed children as 16
-        elementwise steps: XLA on CPU runs a reduction fused with its
-        producer as a scalar loop (about 25x slower here).
-        """
-        columns = tf.transpose(children)
-        end = tf.zeros_like(remaining)
-        chosen = tf.zeros(tf.shape(remaining), tf.int32)
-        passed = tf.zeros_like(remaining)
-        for k in range(_FANOUT):
-            end += columns[k]
-            at_most = end <= remaining
-            chosen += tf.cast(at_most, tf.int32)
-            passed = tf.where(at_most, end, passed)
-        return tf.minimum(chosen, _FANOUT - 1), passed
+    def _descend(self, children, remaining):
+        """The child `[M]` holding each target, and the sum of the children before it."""
+        arith = self.arith
+        end = passed = ops.zeros_like(remaining)
+        chosen = ops.zeros(ops.shape(remaining)[:1], "int32")
+        for column in arith.columns(children):
+            end = arith.add(end, column)
+            at_most = arith.le(end, remaining)
+            chosen += ops.cast(at_most, "int32")
+            passed = arith.where(at_most, end, passed)
+        return ops.minimum(chosen, _FANOUT - 1), passed
 
     def locate(self, segment, target):
         """The cell `[T]` of each target: the first whose inclusive prefix sum exceeds it.
 
-        `segment` is int32 `[T]`, `target` float64 `[T]` in `[0, total)` of
-        its segment. Walks from the roots to the leaves, subtracting the sums
-        of the children passed over. The levels are walked in a
-        `tf.while_loop` on purpose: straight-line code lets XLA fuse each
-        level's 16 steps into the next level's gather and redo them for every
-        one of the 16 children (4-7x slower at d = 1e7).
+        `segment` is int32 `[T]`, `target` in `[0, total)` of its segment.
+        Walks from the roots to the leaves, subtracting the sums of the
+        children passed over. The levels are walked in a while loop on
+        purpose: straight-line code lets XLA fuse each level's 16 steps into
+        the next level's gather and redo them for every one of the 16
+        children (4-7x slower at d = 1e7).
         """
+        arith, gather = self.arith, backend.gather
 
         def level(depth, node, remaining):
-            children = tf.gather(self.table, tf.gather(self.starts[depth], segment) + node)
+            children = gather(self.table, gather(self.starts[depth], segment) + node)
             chosen, passed = self._descend(children, remaining)
-            below = tf.gather(self.widths[depth + 1], segment) - 1
-            return depth + 1, tf.minimum(node * _FANOUT + chosen, below), remaining - passed
+            below = gather(self.widths[depth + 1], segment) - 1
+            return depth + 1, ops.minimum(node * _FANOUT + chosen, below), arith.sub(remaining, passed)
 
-        node = tf.zeros_like(segment)
+        node = ops.zeros_like(segment)
         if self.depth:
-            _, node, target = tf.while_loop(
-                lambda depth, node, remaining: depth < self.depth, level, (tf.constant(0), node, target)
-            )
+            start = (ops.convert_to_tensor(0, "int32"), node, target)
+            _, node, target = ops.while_loop(lambda depth, node, remaining: depth < self.depth, level, start)
         # The leaves are read in place: 16 cells from the segment's start, zero past its end.
-        cell = node[:, None] * _FANOUT + tf.range(_FANOUT)[None, :]
-        inside = cell < tf.gather(self.sizes, segment)[:, None]
-        flat = tf.gather(self.cell_starts, segment)[:, None] + tf.where(inside, cell, 0)
-        children = tf.where(inside, self.weight(tf.gather(self.values, flat)), tf.zeros([], tf.float64))
+        cell = node[:, None] * _FANOUT + ops.arange(_FANOUT, dtype="int32")[None, :]
+        inside = cell < gather(self.sizes, segment)[:, None]
+        flat = gather(self.cell_starts, segment)[:, None] + ops.where(inside, cell, 0)
+        c = None if self.smoothing is None else gather(self.smoothing, segment)[:, None]
+        leaves = arith.weight(backend.gather(self.values, flat), c)
+        children = arith.where(inside, leaves, ops.zeros_like(leaves))
         chosen, _ = self._descend(children, target)
         return node * _FANOUT + chosen
 
@@ -339,111 +481,182 @@ def _place_uniform(counts, layout, uniform, slots, seed):
     """Adds `uniform[s]` uniform trials to each segment `s`, `slots[g]` per segment of group `g` a round."""
     dump = counts.shape[0] - 1
     bounds = [0] + list(np.cumsum([count for _, count, _ in layout.groups]))
-    slot_per_segment = tf.constant(
-        np.concatenate([np.full(count, k, np.float64) for (_, count, _), k in zip(layout.groups, slots)]), tf.float64
+    slot_per_segment = ops.convert_to_tensor(
+        np.concatenate([np.full(count, k, np.float64) for (_, count, _), k in zip(layout.groups, slots)])
     )
 
     def more(step, counts):
-        return tf.reduce_any(tf.cast(step, tf.float64) * slot_per_segment < uniform)
+        return ops.any(ops.cast(step, "float64") * slot_per_segment < uniform)
 
     key = _stream(seed, 3)
     sizes = [count * k for (_, count, _), k in zip(layout.groups, slots)]
+    splits = [int(end) for end in np.cumsum(sizes)[:-1]]
 
     def body(step, counts):
-        draws = tf.split(_uniform([sum(sizes)], key, step), sizes)  # one Philox call for every group
+        draws = ops.split(_uniform([sum(sizes)], key, step), splits) if splits else [_uniform([sizes[0]], key, step)]
         indices = []
         for g, ((start, count, size), k) in enumerate(zip(layout.groups, slots)):
-            local = tf.minimum(tf.cast(tf.floor(tf.reshape(draws[g], [count, k]) * size), tf.int32), size - 1)
-            rank = tf.cast(step * k + tf.range(k), tf.float64)
+            local = ops.minimum(ops.cast(ops.floor(ops.reshape(draws[g], [count, k]) * size), "int32"), size - 1)
+            rank = ops.cast(step * k + ops.arange(k, dtype="int32"), "float64")
             live = rank[None, :] < uniform[bounds[g] : bounds[g + 1], None]
-            cell = start + tf.range(count)[:, None] * size + local
-            indices.append(tf.reshape(tf.where(live, cell, dump), [-1]))
-        index = tf.concat(indices, axis=0)
-        return step + 1, tf.tensor_scatter_nd_add(counts, index[:, None], tf.ones_like(index))
+            cell = start + ops.arange(count, dtype="int32")[:, None] * size + local
+            indices.append(ops.reshape(ops.where(live, cell, dump), [-1]))
+        index = ops.concatenate(indices, axis=0) if len(indices) > 1 else indices[0]
+        return step + 1, backend.scatter_add(counts, index)
 
-    return tf.while_loop(more, body, (tf.constant(0), counts))[1]
+    return ops.while_loop(more, body, (ops.convert_to_tensor(0, "int32"), counts))[1]
 
 
 def _place_searched(counts, layout, tree, searched, seed, chunk):
-    """Adds `searched[s]` trials to each segment `s`, landing on cell `i` with probability `|m_i| / ||m||_1`."""
+    """Adds `searched[s]` (int32) trials to each segment `s`, landing on cell `i` with probability ~ leaf `i`."""
     dump = counts.shape[0] - 1
-    total = tf.reduce_sum(searched)
+    total = ops.sum(searched)
     if layout.count > 1:  # which segment each trial belongs to: a tree over the segments' counts
-        owners = _SegmentTree(searched, Segments([(0, 1, layout.count)]), tf.identity)
+        owners = _SegmentTree(searched, Segments([(0, 1, layout.count)]), _INT32)
 
     key = _stream(seed, 2)
+    double = isinstance(tree.arith, _DoubleFloat32)
 
     def more(step, counts):
-        return tf.cast(step * chunk, tf.float64) < total
+        return step * chunk < total
 
     def body(step, counts):
-        rank = tf.cast(step * chunk + tf.range(chunk), tf.float64)
+        rank = step * chunk + ops.arange(chunk, dtype="int32")
         if layout.count > 1:
-            segment = tf.minimum(owners.locate(tf.zeros([chunk], tf.int32), rank), layout.count - 1)
+            segment = ops.minimum(owners.locate(ops.zeros([chunk], "int32"), rank), layout.count - 1)
         else:
-            segment = tf.zeros([chunk], tf.int32)
-        target = _uniform([chunk], key, step) * tf.gather(tree.total, segment)
-        local = tf.minimum(tree.locate(segment, target), tf.gather(tree.sizes, segment) - 1)
-        index = tf.where(rank < total, tf.gather(tree.cell_starts, segment) + local, dump)
-        return step + 1, tf.tensor_scatter_nd_add(counts, index[:, None], tf.ones_like(index))
+            segment = ops.zeros([chunk], "int32")
+        mass = backend.gather(tree.total, segment)
+        if double:
+            target = tree.arith.scaled(backend.bits24([2, chunk], backend.fold_in(key, step)), mass)
+        else:
+            target = _uniform([chunk], key, step) * mass
+        local = ops.minimum(tree.locate(segment, target), backend.gather(tree.sizes, segment) - 1)
+        index = ops.where(rank < total, backend.gather(tree.cell_starts, segment) + local, dump)
+        return step + 1, backend.scatter_add(counts, index)
 
-    return tf.while_loop(more, body, (tf.constant(0), counts))[1]
+    return ops.while_loop(more, body, (ops.convert_to_tensor(0, "int32"), counts))[1]
 
 
-def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative=False):
+def _segment_values(values, layout, dtype):
+    """A tensor `[segments]` from a scalar, a per-segment array or a tensor."""
+    return ops.broadcast_to(ops.cast(values, dtype), [layout.count])
+
+
+def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative):
+    tree = _SegmentTree(magnitudes, layout, _Plain("float64"))
+    mass = tree.total
+    spread = smoothing * (mass if relative else ops.convert_to_tensor(layout.sizes.astype(np.float64)))
+    # A NaN or Inf makes the mass non-finite; a zero total has no direction.
+    usable = ops.isfinite(mass) & (mass + spread > 0.0)
+    share = ops.where(usable, spread / (mass + spread), 0.0)
+    passing = binomial(trials, ops.where(usable, rate, 0.0), backend.fold_in(seed, -1))
+    uniform = binomial(passing, share, backend.fold_in(seed, -2))
+    counts = ops.zeros([magnitudes.shape[0] + 1], "int32")  # the last cell takes the dead slots
+    counts = _place_uniform(counts, layout, uniform, slots, seed)
+    return _place_searched(counts, layout, tree, ops.cast(passing - uniform, "int32"), seed, search_chunk)
+
+
+def _draw_float32x2(magnitudes, layout, trials, rate, smoothing, seed, search_chunk, relative):
+    magnitudes = ops.cast(magnitudes, "float32")
+    if relative:  # c in units of each segment's mean |m| (rounded to float32: the c actually used)
+        means = [
+            ops.mean(ops.abs(ops.reshape(magnitudes[start : start + count * size], [count, size])), axis=1)
+            for start, count, size in layout.groups
+        ]
+        smoothing = smoothing * (ops.concatenate(means, axis=0) if len(means) > 1 else means[0])
+    tree = _SegmentTree(magnitudes, layout, _DoubleFloat32(), _segment_values(smoothing, layout, "float32"))
+    usable = tree.arith.finite_positive(tree.total)
+    # N ~ Binomial(n, r) as a sum of binomials of at most _PIECE trials: counts exact in float32.
+    pieces, owner = [], []
+    for segment, n in enumerate(trials):
+        whole, rest = divmod(int(n), _PIECE)
+        pieces += [_PIECE] * whole + ([rest] if rest else [])
+        owner += [segment] * (whole + (1 if rest else 0))
+    if not pieces:
+        pieces, owner = [0], [0]
+    owner = ops.convert_to_tensor(np.asarray(owner, np.int32))
+    rate = ops.where(usable, rate, 0.0)
+    drawn = binomial(ops.convert_to_tensor(np.asarray(pieces, np.float32)), backend.gather(rate, owner),
+                     backend.fold_in(seed, -1))
+    passing = ops.segment_sum(ops.cast(drawn, "int32"), owner, num_segments=layout.count, sorted=True)
+    counts = ops.zeros([magnitudes.shape[0] + 1], "int32")
+    return _place_searched(counts, layout, tree, passing, seed, search_chunk)
+
+
+def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative=False,
+                precision="float64"):
     """Counts of `ZIMultinomial(n, r, q)`, `q ~ |m| + c`, for every segment of `layout`.
 
     Args:
         magnitudes: float `[L]`; their absolute values are used.
         layout: the `Segments` of `magnitudes` to draw in.
-        trials: float64 `[segments]`, trials `n` per segment.
-        rate: float64 `[segments]`, `r` in [0, 1].
-        smoothing: float64 scalar `c >= 0`.
+        trials: trials `n` per segment: Python ints (a list or tuple), or,
+            with `"float64"`, a float64 tensor `[segments]`.
+        rate: float `[segments]` (or a scalar), `r` in [0, 1].
+        smoothing: float scalar `c >= 0`.
         seed: stateless seed, int32 `[2]`.
         slots: Python ints, uniform trials placed per segment and loop step,
-            one per group of `layout`.
+            one per group of `layout` (`"float64"` only).
         search_chunk: Python int, searched trials placed per loop step.
         relative: Python bool; if True, `c` is in units of the segment's
             mean `|m|` (a uniform share of `c / (1 + c)` at any scale).
+        precision: `"float64"` or `"float32x2"` (see the module docstring).
 
     Returns:
         int32 `[L]` counts. Segments whose magnitudes sum to zero, or hold a
         NaN or Inf, get none.
     """
-    tree = _SegmentTree(magnitudes, layout, lambda raw: tf.abs(tf.cast(raw, tf.float64)))
-    mass = tree.total
-    spread = smoothing * (mass if relative else tf.constant(layout.sizes, tf.float64))
-    # A NaN or Inf makes the mass non-finite; a zero total has no direction.
-    usable = tf.math.is_finite(mass) & (mass + spread > 0.0)
-    share = tf.where(usable, spread / (mass + spread), 0.0)
-    fold = tf.random.experimental.stateless_fold_in
-    passing = binomial(trials, tf.where(usable, rate, 0.0), fold(seed, -1))
-    uniform = binomial(passing, share, fold(seed, -2))
-    counts = tf.zeros([magnitudes.shape[0] + 1], tf.int32)  # the last cell takes the dead slots
-    counts = _place_uniform(counts, layout, uniform, slots, seed)
-    counts = _place_searched(counts, layout, tree, passing - uniform, seed, search_chunk)
+    if precision == "float64":
+        if isinstance(trials, (list, tuple)):
+            trials = ops.convert_to_tensor(np.asarray(trials, np.float64))
+        counts = _draw_float64(
+            magnitudes, layout, trials, _segment_values(rate, layout, "float64"),
+            ops.cast(smoothing, "float64"), seed, slots, search_chunk, relative,
+        )
+    elif precision == "float32x2":
+        if not isinstance(trials, (list, tuple)):
+            raise ValueError("precision='float32x2' needs the trials as Python ints (static).")
+        counts = _draw_float32x2(
+            magnitudes, layout, trials, _segment_values(rate, layout, "float32"),
+            ops.cast(smoothing, "float32"), seed, search_chunk, relative,
+        )
+    else:
+        raise ValueError(f"Argument `precision` must be 'float64' or 'float32x2'. Received: precision={precision!r}")
     return counts[:-1]
 
 
-def _counts(weights, smoothing, total_count, rate, seed, chunk):
+def _counts(weights, smoothing, total_count, rate, seed, chunk, precision):
     """`[rows, d]` int32 counts, one segment per row."""
     rows, size = weights.shape
     layout = Segments([(0, rows, size)])
     counts = draw_counts(
-        tf.reshape(weights, [-1]), layout, total_count, rate, smoothing, seed, [chunk], min(chunk, SEARCH_CHUNK)
+        ops.reshape(weights, [-1]), layout, total_count, rate, smoothing, seed, [chunk],
+        min(chunk, SEARCH_CHUNK), precision=precision,
     )
-    return tf.reshape(counts, [rows, size])
+    return ops.reshape(counts, [rows, size])
 
 
 # The hot path compiles with XLA; one-off draws (initialisers) skip the
 # seconds that tracing and compiling a new shape cost and run op by op.
-_sample_counts = tf.function(_counts, jit_compile=True, autograph=False)
+_sample_counts = backend.jit(_counts, static_argnames=("total_count", "chunk", "precision"))
 
 
-def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0, jit_compile=True):
+def _static_ints(value):
+    """`value` as a tuple of Python ints if it is known without running anything, else None."""
+    if isinstance(value, (int, float, np.integer, np.floating, list, tuple, np.ndarray)):
+        return tuple(int(v) for v in np.ravel(np.asarray(value)))
+    try:
+        return tuple(int(v) for v in np.ravel(keras.ops.convert_to_numpy(value)))
+    except Exception:  # a symbolic tensor inside a traced function
+        return None
+
+
+def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0, jit_compile=True, precision="auto"):
     """Draws `x ~ ZIMultinomial(n, r, q)` per row, exactly, `q ~ |w| + c`.
 
-    Compiled with XLA; static shapes, memory O(rows * (d + chunk)).
+    Compiled with XLA where the backend compiles; static shapes, memory
+    O(rows * (d + chunk)).
 
     Args:
         weights: float tensor `[rows, d]` of non-negative weights (need not
@@ -452,40 +665,52 @@ def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0, j
         rate: zero-inflation rate `r` in [0, 1] per row, `[rows]` or scalar.
         seed: stateless seed, int tensor of shape `[2]`.
         chunk: Python int, trials of a row placed per loop iteration.
-            Defaults to `chunk_size(max n, 1)` when `n` is a Python number,
-            else 1024.
+            Defaults to `chunk_size(max n, 1)` when `n` is static, else 1024.
         smoothing: `c >= 0` added to every `|w_i|`. Defaults to `0.0`.
-        jit_compile: compile with XLA (fast draws, a few seconds to compile
-            each new shape) or run op by op (no compile; for one-off draws).
-            Defaults to `True`.
+        jit_compile: compile (fast draws, a few seconds to compile each new
+            shape) or run op by op (no compile; for one-off draws). Defaults
+            to `True`.
+        precision: one of `PRECISIONS`. Defaults to `"auto"`.
 
     Returns:
         int32 tensor `[rows, d]` of counts. Rows whose weights sum to zero, or
         hold a NaN or Inf, get zero counts.
     """
-    weights = tf.convert_to_tensor(weights)
-    if not weights.dtype.is_floating:
-        weights = tf.cast(weights, tf.float64)
+    precision = resolve_precision(precision)
+    weights = ops.convert_to_tensor(weights)
+    if not keras.backend.is_float_dtype(weights.dtype):
+        weights = ops.cast(weights, "float64" if precision == "float64" else "float32")
     rows = weights.shape[0]
+    static = _static_ints(total_count)
     if chunk is None:
-        static_n = tf.get_static_value(total_count)
-        chunk = 1024 if static_n is None else chunk_size(int(np.max(static_n)), 1.0)
-    total_count = tf.broadcast_to(tf.cast(total_count, tf.float64), [rows])
-    rate = tf.broadcast_to(tf.cast(rate, tf.float64), [rows])
-    seed = tf.cast(seed, tf.int32)
-    smoothing = tf.constant(float(smoothing), tf.float64)  # a tensor: no retrace per value
+        chunk = 1024 if static is None else chunk_size(max(static), 1.0)
+    if precision == "float64":  # a tensor: no retrace per value
+        total_count = ops.broadcast_to(ops.cast(total_count, "float64"), [rows])
+    elif static is None:
+        raise ValueError("sample_counts with precision='float32x2' needs a static `total_count` (Python ints).")
+    else:
+        total_count = static * rows if len(static) == 1 else static
+    rate = ops.broadcast_to(ops.cast(rate, "float64" if precision == "float64" else "float32"), [rows])
+    seed = ops.cast(ops.convert_to_tensor(seed), "int32")
+    smoothing = ops.convert_to_tensor(float(smoothing), "float64" if precision == "float64" else "float32")
     sampler = _sample_counts if jit_compile else _counts
-    return sampler(weights, smoothing, total_count, rate, seed, int(chunk))
+    return sampler(weights, smoothing, total_count, rate, seed, chunk=int(chunk), precision=precision)
 
 
-def flat_gradients(gradients):
-    """The gradients as one vector (float64 if any is, else float32) and their sizes."""
-    dtype = tf.float64 if any(g.dtype == tf.float64 for g in gradients) else tf.float32
-    flat = [tf.reshape(tf.cast(g, dtype), [-1]) for g in gradients]
-    return tf.concat(flat, axis=0), [f.shape[0] for f in flat]
+def flat_gradients(gradients, precision="float64"):
+    """The gradients as one vector (float64 if any is and `precision` allows, else float32) and their sizes."""
+    wide = precision == "float64" and any(keras.backend.standardize_dtype(g.dtype) == "float64" for g in gradients)
+    dtype = "float64" if wide else "float32"
+    flat = [ops.reshape(ops.cast(g, dtype), [-1]) for g in gradients]
+    return (ops.concatenate(flat, axis=0) if len(flat) > 1 else flat[0]), [int(f.shape[0]) for f in flat]
 
 
-def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative=False):
+def _split(flat, sizes):
+    ends = np.cumsum(sizes)
+    return [flat[start:end] for start, end in zip([0] + list(ends[:-1]), ends)]
+
+
+def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative=False, precision="float64"):
     """ZIM trial counts for `gradients` as one scope (`"global"`) or one per gradient (`"variable"`).
 
     `q_i = (|g_i| + c) / (||g||_1 + c d)` over each scope; `trials` and
@@ -498,12 +723,12 @@ def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relativ
         One flat int32 count tensor per gradient.
     """
     if scope == "global":
-        order, groups = [0], None
-        flat, sizes = flat_gradients(gradients)
+        order = [0]
+        flat, sizes = flat_gradients(gradients, precision)
         layout = Segments([(0, 1, flat.shape[0])])
     else:
         order = sorted(range(len(gradients)), key=lambda i: int(np.prod(gradients[i].shape)))
-        flat, sizes = flat_gradients([gradients[i] for i in order])
+        flat, sizes = flat_gradients([gradients[i] for i in order], precision)
         groups, start = [], 0
         for size in sizes:
             if groups and groups[-1][2] == size:
@@ -515,12 +740,12 @@ def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relativ
         trials = [trials[i] for i in order]
         slots = [max(slots[i] for i in order[first : first + count]) for first, (_, count, _) in zip(
             np.cumsum([0] + [g[1] for g in groups[:-1]]), groups)]
-    rate = tf.clip_by_value(tf.cast(rate, tf.float64), 0.0, 1.0)
+    rate = ops.clip(ops.cast(rate, "float64" if precision == "float64" else "float32"), 0.0, 1.0)
     counts = draw_counts(
-        flat, layout, tf.constant(trials, tf.float64), tf.fill([layout.count], rate),
-        tf.constant(float(smoothing), tf.float64), seed, slots, min(max(slots), SEARCH_CHUNK), relative,
+        flat, layout, list(trials), rate, float(smoothing), seed, slots,
+        min(max(slots), SEARCH_CHUNK), relative, precision,
     )
-    pieces = tf.split(counts, sizes)
+    pieces = _split(counts, sizes)
     if scope == "global":
         return pieces
     result = [None] * len(gradients)
@@ -529,14 +754,27 @@ def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relativ
     return result
 
 
-@tf.function(jit_compile=True, autograph=False)
-def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk):
+def _grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk, precision):
+    trials = sum(int(np.prod(g.shape)) for g in gradients) if trials is None else trials
+    counts = scope_counts(gradients, "global", rate, seed, [trials], smoothing, [chunk], precision=precision)
+    counts = ops.concatenate(counts, axis=0) if len(counts) > 1 else counts[0]
+    flat, sizes = flat_gradients(gradients, precision)
+    # Where no trial landed the move is 0, even where g is NaN (sign(NaN) * 0 is NaN).
+    moves = ops.where(counts > 0, ops.cast(counts, flat.dtype) * ops.sign(flat) * unit, 0.0)
+    return [ops.reshape(ops.cast(m, g.dtype), g.shape) for m, g in zip(_split(moves, sizes), gradients)]
+
+
+_compiled_grid_moves = backend.jit(_grid_moves, static_argnames=("trials", "smoothing", "unit", "chunk", "precision"))
+
+
+def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk, precision="auto"):
     """The ZIM move `unit * x * sign(g)` for gradients sampled as one scope.
 
     `q_i = (|g_i| + c) / (||g||_1 + c d)` over all of `gradients` together,
     `x ~ ZIMultinomial(trials, rate, q)`. If any gradient has a NaN or Inf,
     every move is zero (the step is skipped). The optimizer applies the same
-    draw (`keras_zim.ZIM`); this form returns it.
+    draw (`keras_zim.ZIM`); this form returns it. Compiled with XLA where the
+    backend compiles.
 
     Args:
         gradients: list of dense float tensors (any shapes).
@@ -546,13 +784,13 @@ def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk):
         smoothing: Python float `c >= 0`.
         unit: Python float, the grid step.
         chunk: Python int, trials placed per loop iteration.
+        precision: one of `PRECISIONS`. Defaults to `"auto"`.
 
     Returns:
         List of moves, each shaped and typed like its gradient.
     """
-    trials = sum(int(np.prod(g.shape)) for g in gradients) if trials is None else trials
-    counts = tf.concat(scope_counts(gradients, "global", rate, seed, [trials], smoothing, [chunk]), axis=0)
-    flat, sizes = flat_gradients(gradients)
-    # Where no trial landed the move is 0, even where g is NaN (sign(NaN) * 0 is NaN).
-    moves = tf.where(counts > 0, tf.cast(counts, flat.dtype) * tf.sign(flat) * unit, 0.0)
-    return [tf.reshape(tf.cast(m, g.dtype), g.shape) for m, g in zip(tf.split(moves, sizes), gradients)]
+    seed = ops.cast(ops.convert_to_tensor(seed), "int32")
+    return _compiled_grid_moves(
+        list(gradients), rate, seed, trials=trials, smoothing=float(smoothing), unit=float(unit), chunk=int(chunk),
+        precision=resolve_precision(precision),
+    )

@@ -375,7 +375,7 @@ def test_targets_at_or_past_the_total_stay_in_range_op_by_op():
     # top. Op by op an out-of-range gather raises, so this fails if a walk runs
     # off the padded end (XLA would clamp silently).
     layout = sampling.Segments([(0, 2, 300), (600, 1, 5)])
-    tree = sampling._SegmentTree(tf.ones([605], tf.float64), layout, tf.identity)
+    tree = sampling._SegmentTree(tf.ones([605], tf.float64), layout, sampling._Plain("float64"))
     np.testing.assert_array_equal(tree.total.numpy(), [300.0, 300.0, 5.0])
     segment = tf.constant([0, 0, 1, 2, 2, 0, 1, 2], tf.int32)
     found = tree.locate(segment, tf.constant([299.5, 0.5, 3.2, 0.0, 4.99, 305.0, 1e9, 5.0], tf.float64)).numpy()

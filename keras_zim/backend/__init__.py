@@ -1,0 +1,41 @@
+"""What differs per Keras backend, behind functions of the same names.
+
+The sampler and the optimizer are written with `keras.ops`; the few things
+that cannot be portable (stateless random bits, scatter-add, gather, bit
+masks, compiling) live in one small module per backend, chosen once from
+`keras.backend.backend()` and imported lazily, so that `import keras_zim`
+needs only the backend in use:
+
+- `fold_in(seed, data)`: a new stateless seed, int32 `[2]`, from a seed and an int.
+- `uniform(shape, seed, dtype)`: Uniform[0, 1) floats, a pure function of `seed`.
+- `bits24(shape, seed)`: uniform int32 in `[0, 2**24)`.
+- `gather(values, index)`: `values[index]` along the first axis, indices in range.
+- `scatter_add(counts, index)`: `counts` with 1 added at each `index` (repeats add up).
+- `high_half(x)`: float32 `x` with its 12 low mantissa bits cleared (exact).
+- `eager_scope()`: a context that runs eagerly (out of a traced function).
+- `jit(fn, static_argnames)`: `fn` compiled with XLA where the backend compiles.
+- `has_float64()`: whether float64 arithmetic is available and enabled.
+"""
+
+import importlib
+
+import keras
+
+__all__ = ["bits24", "eager_scope", "fold_in", "gather", "has_float64", "high_half", "jit", "name", "scatter_add", "uniform"]
+
+name = keras.backend.backend()
+if name not in ("tensorflow", "jax", "torch"):
+    raise ImportError(
+        f"keras_zim runs on the Keras backends 'tensorflow', 'jax' and 'torch'. Received: KERAS_BACKEND={name!r}"
+    )
+_impl = importlib.import_module(f"keras_zim.backend.{name}")
+
+bits24 = _impl.bits24
+eager_scope = _impl.eager_scope
+fold_in = _impl.fold_in
+gather = _impl.gather
+has_float64 = _impl.has_float64
+high_half = _impl.high_half
+jit = _impl.jit
+scatter_add = _impl.scatter_add
+uniform = _impl.uniform

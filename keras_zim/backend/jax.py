@@ -1,0 +1,52 @@
+"""JAX: threefry keys carried as int32 `[2]`, XLA through `jax.jit`."""
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+
+
+def _key(seed):
+    bits = jax.lax.bitcast_convert_type(jnp.asarray(seed, jnp.int32), jnp.uint32)
+    return jax.random.wrap_key_data(bits, impl="threefry2x32")
+
+
+def fold_in(seed, data):
+    data = jax.lax.bitcast_convert_type(jnp.asarray(data, jnp.int32), jnp.uint32)
+    folded = jax.random.key_data(jax.random.fold_in(_key(seed), data))
+    return jax.lax.bitcast_convert_type(folded, jnp.int32)
+
+
+def uniform(shape, seed, dtype):
+    return jax.random.uniform(_key(seed), tuple(shape), dtype=dtype)
+
+
+def bits24(shape, seed):
+    bits = jax.random.bits(_key(seed), tuple(shape), jnp.uint32)
+    return jnp.right_shift(bits, 8).astype(jnp.int32)
+
+
+def gather(values, index):
+    return values.at[index].get(mode="promise_in_bounds")
+
+
+def scatter_add(counts, index):
+    return counts.at[index].add(1, mode="promise_in_bounds")
+
+
+def high_half(x):
+    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+    return jax.lax.bitcast_convert_type(jnp.bitwise_and(bits, -4096), jnp.float32)
+
+
+def jit(fn, static_argnames=()):
+    return jax.jit(fn, static_argnames=static_argnames)
+
+
+def has_float64():
+    # JAX disables float64 unless told otherwise; TPUs have none.
+    return bool(jax.config.jax_enable_x64) and jax.default_backend() != "tpu"
+
+
+def eager_scope():
+    return contextlib.nullcontext()  # variables are concrete when the optimizer is built
