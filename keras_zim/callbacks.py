@@ -6,13 +6,13 @@ before every evaluation.
 """
 
 import math
+import sys
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_zim.constraints import IntegerRange
-from keras_zim.export import signed_bits
+from keras_zim.constraints import signed_bits
 from keras_zim.models import calibrate_batch_norm
 from keras_zim.optimizers import ZIM
 
@@ -23,6 +23,41 @@ def _zim_of(optimizer):
     """The ZIM inside `optimizer` (itself, or a LossScaleOptimizer's inner one), or None."""
     inner = getattr(optimizer, "inner_optimizer", optimizer)
     return inner if isinstance(inner, ZIM) else None
+
+
+def _gradients(model, data):
+    """The gradients (NumPy, None where unconnected) of `model`'s compiled loss on `data`.
+
+    The loss includes `model.losses` and is computed in inference mode.
+    Keras has no portable gradient, so this is written once per backend.
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    variables = model.trainable_variables
+
+    def loss():
+        y_pred = model(x, training=False)
+        return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        def stateless_loss(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values)), collect_losses=True):
+                return loss()
+
+        gradients = jax.grad(stateless_loss)([v.value for v in variables])
+    elif backend == "torch":
+        import torch
+
+        gradients = torch.autograd.grad(loss(), [v.value for v in variables], allow_unused=True)
+    else:
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            value = loss()
+        gradients = [None if g is None else tf.convert_to_tensor(g) for g in tape.gradient(value, variables)]
+    return [None if g is None else keras.ops.convert_to_numpy(g) for g in gradients]
 
 
 class ZIMMonitor(keras.callbacks.Callback):
@@ -128,8 +163,8 @@ class ZIMMonitor(keras.callbacks.Callback):
 
     def _replicas_agree(self):
         """Whether local replicas hold identical weights; None without replicas."""
-        strategy = self.model.distribute_strategy
-        if strategy.num_replicas_in_sync < 2:
+        strategy = getattr(self.model, "distribute_strategy", None)  # TensorFlow only
+        if strategy is None or strategy.num_replicas_in_sync < 2:
             return None
         agree, compared = True, False
         for variable in self.model.trainable_variables:
@@ -139,16 +174,8 @@ class ZIMMonitor(keras.callbacks.Callback):
         return agree if compared else None
 
     def _grad_l1(self):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(self.data)
-        variables = self.model.trainable_variables
-        with tf.GradientTape() as tape:
-            y_pred = self.model(x, training=False)
-            loss = self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
-        gradients = tape.gradient(loss, variables)
         return math.fsum(
-            float(tf.reduce_sum(tf.abs(tf.cast(tf.convert_to_tensor(g), tf.float64))))
-            for g in gradients
-            if g is not None
+            float(np.abs(np.asarray(g, np.float64)).sum()) for g in _gradients(self.model, self.data) if g is not None
         )
 
     def _log_ranges(self, logs, units):
@@ -266,7 +293,8 @@ class CalibrateBatchNorm(keras.callbacks.Callback):
 
     def __init__(self, images):
         super().__init__()
-        if isinstance(images, tf.data.Dataset) or not hasattr(images, "shape"):
+        tf = sys.modules.get("tensorflow")  # a dataset means TensorFlow is loaded already
+        if (tf is not None and isinstance(images, tf.data.Dataset)) or not hasattr(images, "shape"):
             raise TypeError(
                 "Argument `images` must be a batch of inputs (a NumPy array or a tensor), "
                 "for example `next(iter(dataset))[0]` for a dataset of (images, labels) batches. "

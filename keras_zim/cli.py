@@ -516,12 +516,16 @@ def main(argv=None):
             `sys.argv[1:]`.
 
     Returns:
-        The exit status: 0 on success, 1 when the data is unavailable.
+        The exit status: 0 on success, 1 when the data is unavailable or
+        TensorFlow (which the data pipelines need) is not installed.
     """
-    from keras_zim.datasets import DataUnavailableError
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    try:
+        from keras_zim import datasets  # tf.data pipelines
+    except ImportError as error:
+        print(f"keras-zim {args.command}: error: {error}", file=sys.stderr)
+        return 1
     try:
         if args.command == "reproduce":
             reproduce(args, argv)
@@ -529,7 +533,7 @@ def main(argv=None):
             from keras_zim import tuning
 
             tuning.tune(args, argv)
-    except DataUnavailableError as error:  # e.g. CIFAR-10 offline without --synthetic
+    except datasets.DataUnavailableError as error:  # e.g. CIFAR-10 offline without --synthetic
         print(f"keras-zim {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

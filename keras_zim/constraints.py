@@ -1,10 +1,45 @@
 """Integer-range constraints: train ternary, int4 or int8 weights directly with ZIM."""
 
+import math
+import numbers
+
 import keras
 
 from keras_zim import grid
 
-__all__ = ["IntegerRange", "Ternary"]
+__all__ = ["IntegerRange", "Ternary", "signed_bits"]
+
+
+def signed_bits(low, high):
+    """Signed two's-complement bits needed to hold every integer in [low, high].
+
+    Args:
+        low: the smallest value, a whole number (int, or a float such as -37.0).
+        high: the largest value, a whole number.
+
+    Returns:
+        An int >= 1: `b` such that `-2**(b-1) <= low` and `high <= 2**(b-1) - 1`.
+
+    Raises:
+        ValueError: if `low` or `high` is not a whole number, or `low > high`.
+
+    Example:
+
+    >>> signed_bits(-128, 127), signed_bits(0, 128), signed_bits(0, 0)
+    (8, 9, 1)
+    """
+    for name, value in (("low", low), ("high", high)):
+        whole = isinstance(value, numbers.Integral) or (
+            isinstance(value, numbers.Real) and math.isfinite(value) and value == int(value)
+        )
+        if isinstance(value, bool) or not whole:
+            raise ValueError(f"Argument `{name}` must be a whole number. Received: {name}={value!r}")
+    low, high = int(low), int(high)
+    if low > high:
+        raise ValueError(f"Arguments must satisfy low <= high. Received: low={low}, high={high}")
+    bits_high = high.bit_length() + 1 if high > 0 else 1  # 2**(b-1) - 1 >= high
+    bits_low = (-low - 1).bit_length() + 1 if low < 0 else 1  # -2**(b-1) <= low
+    return max(bits_high, bits_low)
 
 
 def _check_unit(unit):

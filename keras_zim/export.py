@@ -28,8 +28,6 @@ which holds it exactly).
 import collections
 import itertools
 import json
-import math
-import numbers
 import os
 import shutil
 import tempfile
@@ -41,6 +39,7 @@ import tensorflow as tf
 from keras_zim import constraints
 from keras_zim import grid
 from keras_zim import litert
+from keras_zim.constraints import signed_bits  # re-exported: it lived here first
 
 __all__ = [
     "IntegerWidth",
@@ -89,38 +88,6 @@ def _at_bound(units, bounds):
     if bounds is None:
         return None
     return float(np.mean((units <= bounds[0]) | (units >= bounds[1]))) if units.size else 0.0
-
-
-def signed_bits(low, high):
-    """Signed two's-complement bits needed to hold every integer in [low, high].
-
-    Args:
-        low: the smallest value, a whole number (int, or a float such as -37.0).
-        high: the largest value, a whole number.
-
-    Returns:
-        An int >= 1: `b` such that `-2**(b-1) <= low` and `high <= 2**(b-1) - 1`.
-
-    Raises:
-        ValueError: if `low` or `high` is not a whole number, or `low > high`.
-
-    Example:
-
-    >>> signed_bits(-128, 127), signed_bits(0, 128), signed_bits(0, 0)
-    (8, 9, 1)
-    """
-    for name, value in (("low", low), ("high", high)):
-        whole = isinstance(value, numbers.Integral) or (
-            isinstance(value, numbers.Real) and math.isfinite(value) and value == int(value)
-        )
-        if isinstance(value, bool) or not whole:
-            raise ValueError(f"Argument `{name}` must be a whole number. Received: {name}={value!r}")
-    low, high = int(low), int(high)
-    if low > high:
-        raise ValueError(f"Arguments must satisfy low <= high. Received: low={low}, high={high}")
-    bits_high = high.bit_length() + 1 if high > 0 else 1  # 2**(b-1) - 1 >= high
-    bits_low = (-low - 1).bit_length() + 1 if low < 0 else 1  # -2**(b-1) <= low
-    return max(bits_high, bits_low)
 
 
 def _check_model(model, name="model"):

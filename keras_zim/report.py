@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from keras_zim.export import signed_bits
+from keras_zim.constraints import signed_bits
 
 __all__ = [
     "summarize",

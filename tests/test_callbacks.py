@@ -2,6 +2,9 @@
 
 import glob
 import math
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -76,6 +79,31 @@ def test_logged_values_match_a_hand_computation():
     assert "zim_replicas_agree" not in history  # no tf.distribute strategy
     # A mean of 4 steps' whole-unit moves: a positive multiple of 1/4.
     assert all(v > 0 and 4 * v == round(4 * v) for v in history["zim_moves_per_step"])
+
+
+_GRADIENT_L1 = """
+import keras, numpy as np
+from keras_zim import callbacks
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 3)).astype("float32")
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activity_regularizer="l2")])
+model.set_weights([np.random.default_rng(1).integers(-2, 3, (4, 3)).astype("float32"), np.zeros(3, "float32")])
+model.compile(optimizer="sgd", loss="mse")
+print(repr(sum(float(np.abs(g).sum()) for g in callbacks._gradients(model, (x, y)))))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_gradient_counts_the_loss_and_model_losses_on_every_backend(backend):
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    child = subprocess.run([sys.executable, "-c", _GRADIENT_L1], env=env, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-3000:]
+    # The MSE of _mse_gradient_l1 plus the activity loss 0.01 * sum(o^2) / rows on o = x W
+    # (zero bias): dW = 2 x^T (e / e.size + 0.01 o / rows), db = the same summed over rows.
+    x, y = (a.astype(np.float64) for a in _data())
+    o = x @ np.random.default_rng(1).integers(-2, 3, (4, 3))
+    d = 2 * ((o - y) / o.size + 0.01 * o / len(o))
+    assert float(child.stdout.split()[-1]) == pytest.approx(np.abs(x.T @ d).sum() + np.abs(d.sum(0)).sum(), rel=1e-5)
 
 
 @pytest.mark.parametrize("scope, trials, n", [("variable", 5, 10), ("global", None, 15)])

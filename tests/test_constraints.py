@@ -98,6 +98,27 @@ def test_a_range_wider_than_the_dtype_holds_is_refused_when_applied():
         constraints.IntegerRange(-1, 1)(np.zeros(2, "int32"))
 
 
+# --- integer widths ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "low, high, bits",
+    [(0, 0, 1), (-1, 0, 1), (0, 1, 2), (-2, 1, 2), (-128, 127, 8), (-129, 0, 9), (0, 128, 9), (-(2**31), 2**31 - 1, 32)],
+)
+def test_signed_bits(low, high, bits):
+    assert constraints.signed_bits(low, high) == bits
+
+
+def test_signed_bits_refuses_an_empty_range_and_non_integers():
+    with pytest.raises(ValueError, match="low <= high"):
+        constraints.signed_bits(1, 0)
+    assert constraints.signed_bits(np.int8(-3), np.int64(3)) == 3
+    assert constraints.signed_bits(-37.0, np.float32(20.0)) == 7  # whole-valued floats are fine
+    for low, high in [(0.5, 1), (0, "1"), (True, 1), (float("-inf"), 0), (0, float("nan"))]:
+        with pytest.raises(ValueError, match="must be a whole number"):
+            constraints.signed_bits(low, high)
+
+
 # --- training --------------------------------------------------------------
 
 
