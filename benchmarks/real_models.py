@@ -13,6 +13,8 @@ the same run, and the compile time of the first step.
 """
 
 import argparse
+import os
+import sys
 import time
 
 import keras
@@ -21,25 +23,8 @@ import tensorflow as tf
 
 import keras_zim
 
-
-def transformer(vocabulary=8000, length=128, width=256, blocks=6):
-    """The Transformer encoder of the real-models issue: 99 variables, 6.8M parameters."""
-    inputs = keras.Input((length,), dtype="int32")
-    x = keras.layers.Embedding(vocabulary, width)(inputs)
-    for _ in range(blocks):
-        attention = keras.layers.MultiHeadAttention(8, 32)(x, x)
-        x = keras.layers.LayerNormalization()(x + attention)
-        hidden = keras.layers.Dense(1024, activation="relu")(x)
-        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(width)(hidden))
-    x = keras.layers.GlobalAveragePooling1D()(x)
-    return keras.Model(inputs, keras.layers.Dense(2)(x))
-
-
-def resnet50():
-    return keras.applications.ResNet50(weights=None)
-
-
-MODELS = {"transformer": transformer, "resnet50": resnet50}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from models import MODELS, resnet50, transformer  # noqa: E402,F401  (benchmarks/models.py: TF-free builders)
 
 
 def shapes_of(name):
