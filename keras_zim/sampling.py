@@ -579,7 +579,7 @@ def _draw_float32x2(magnitudes, layout, trials, rate, smoothing, seed, search_ch
     rate = ops.where(usable, rate, 0.0)
     drawn = binomial(ops.convert_to_tensor(np.asarray(pieces, np.float32)), backend.gather(rate, owner),
                      backend.fold_in(seed, -1))
-    passing = ops.segment_sum(ops.cast(drawn, "int32"), owner, num_segments=layout.count, sorted=True)
+    passing = ops.segment_sum(ops.cast(drawn, "int32"), owner, num_segments=layout.count)
     counts = ops.zeros([magnitudes.shape[0] + 1], "int32")
     return _place_searched(counts, layout, tree, passing, seed, search_chunk)
 

@@ -1,0 +1,226 @@
+"""Backend-portable tests of the sampler and the optimizer: `keras.ops` and NumPy only.
+
+They run on the backend that `KERAS_BACKEND` names: in-process on TensorFlow
+(the suite's default) and, through test_backends.py, in subprocesses on JAX
+and PyTorch. Statistical thresholds follow test_sampling.py: chi-square
+p-values above `P_MIN`, moments within `Z` standard errors, binomial
+central intervals; seeds are fixed.
+"""
+
+import fractions
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_zim
+from exact_law import P_MIN, Z, binomial_interval, chisquare_pvalue, joint_counts, outcomes, zim_pmf
+from keras_zim import backend, sampling
+
+BACKEND = keras.backend.backend()
+PRECISIONS = ["float64", "float32x2"] if backend.has_float64() else ["float32x2"]
+JIT = BACKEND != "torch"  # Keras runs the torch backend eagerly
+
+
+def _numpy(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+# ------------------------------------------------------------------ the law
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_joint_law_of_one_step(precision):
+    # 20,000 i.i.d. rows per case: the joint pmf of (x_1, x_2, x_3) by chi-square.
+    cases = [(4, 0.6, [2.0, 3.0, 5.0], 0.0), (3, 0.25, [1.0, 0.0, 4.0], 0.5)]
+    rows = 20_000
+    for k, (n, r, w, c) in enumerate(cases):
+        counts = _numpy(sampling.sample_counts(np.tile(np.float32(w), (rows, 1)), n, r, [3, k], smoothing=c,
+                                               precision=precision))
+        q = (np.array(w) + c) / (np.sum(w) + c * len(w))
+        assert chisquare_pvalue(joint_counts(counts, n), zim_pmf(outcomes(n, 3), n, r, q)) > P_MIN
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_moments_at_a_million(precision):
+    # One draw at d = n = 1e6, r = 0.1, c = 1, |g| over 12 orders of magnitude.
+    # Bin sums of x over 100 bins of similar q are Binomial(n, r Q_bin) each
+    # (a sum of multinomial cells); all within Z standard errors; the total
+    # N ~ Binomial(n, r) inside its central interval.
+    d, r, c = 10**6, 0.1, 1.0
+    rng = np.random.default_rng(4)
+    g = (10.0 ** rng.uniform(-12, 1, d) * rng.choice([-1, 1], d)).astype(np.float32)
+    counts = _numpy(sampling.sample_counts(g[None, :], d, r, [9, 9], smoothing=c, precision=precision))[0]
+    q = (np.abs(g.astype(np.float64)) + c) / (np.abs(g.astype(np.float64)).sum() + c * d)
+    lo, hi = binomial_interval(d, r)
+    assert lo <= counts.sum() <= hi
+    bins = np.array_split(np.argsort(q), 100)
+    for cells in bins:
+        mean = d * r * q[cells].sum()
+        assert abs(counts[cells].sum() - mean) <= Z * np.sqrt(mean * (1 - r * q[cells].sum()))
+
+
+def _exact_prefix(mantissas, exponents, c, positions):
+    """Exact prefix sums of `|g| + c` at `positions`, as Fractions (g = m * 2**e)."""
+    result = [fractions.Fraction(0)] * len(positions)
+    for e in np.unique(exponents):
+        part = np.where(exponents == e, mantissas, 0).astype(np.int64)
+        sums = np.concatenate([[0], np.cumsum(part)])[positions]
+        result = [s + fractions.Fraction(int(v)) * fractions.Fraction(2) ** int(e) for s, v in zip(result, sums)]
+    return [s + fractions.Fraction(c) * int(p) for s, p in zip(result, positions)]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_trials_land_within_1e_13_of_q(precision, size=10**6):
+    # The inverse CDF maps u in [0, 1) to a cell; P(cell i) = the length of
+    # the u-interval that maps to i. Put u just below and just above each
+    # exact boundary B_i / S (exact rational prefix sums of |g| + c): landing
+    # left of i below it and at or right of i above it shows every boundary
+    # within delta = 2**-44 of its place, so |P(i) - q_i| <= 2 delta = 1.1e-13.
+    rng = np.random.default_rng(5)
+    mantissas = rng.integers(1 << 23, 1 << 24, size)
+    exponents = rng.choice([-63, -43, -23], size)  # |g| in [2**-40, 2**1): 12 orders of magnitude
+    g = (mantissas * 2.0 ** exponents.astype(np.float64)).astype(np.float32)
+    c = 2.0**-30
+    arith = sampling._DoubleFloat32() if precision == "float32x2" else sampling._Plain("float64")
+    layout = sampling.Segments([(0, 1, size)])
+    smoothing = ops.convert_to_tensor(np.float32([c])) if precision == "float32x2" else None
+    values = ops.convert_to_tensor(g)
+    if precision == "float64":  # its leaves are |g|; c is added as the uniform share
+        c = 0.0
+    tree = sampling._SegmentTree(values, layout, arith, smoothing)
+    boundaries = np.unique(np.concatenate([rng.integers(1, size, 300), [1, size - 1]]))
+    prefix = _exact_prefix(mantissas, exponents, c, np.concatenate([boundaries, [size]]))
+    total = prefix[-1]
+    delta = fractions.Fraction(1, 2**44)
+    words = []
+    for b in prefix[:-1]:
+        for u in (b / total - delta, b / total + delta):
+            k = int(u * 2**48)  # floor: u in 48 bits
+            words.append(k)
+    words = np.array(words, np.int64)
+    segment = ops.zeros([len(words)], "int32")
+    mass = backend.gather(tree.total, segment)
+    if precision == "float32x2":
+        target = arith.scaled(ops.convert_to_tensor(np.stack([words >> 24, words & (2**24 - 1)]).astype(np.int32)), mass)
+    else:
+        target = ops.convert_to_tensor(words.astype(np.float64) / 2.0**48) * mass
+    cells = _numpy(tree.locate(segment, target))
+    below, above = cells[0::2], cells[1::2]
+    assert np.all(below < boundaries) and np.all(above >= boundaries)
+
+
+# ------------------------------------------------------------ the optimizer
+
+
+def _model(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((6,)),
+        keras.layers.Dense(8, kernel_initializer=keras_zim.initializers.Discrete(seed=seed)),
+        keras.layers.Dense(3, kernel_initializer=keras_zim.initializers.Discrete(seed=seed + 1)),
+        keras.layers.LayerNormalization(center=False, scale=False),
+    ])
+
+
+DATA = np.random.default_rng(0).normal(size=(48, 6)).astype("float32"), np.random.default_rng(1).normal(size=(48, 3)).astype("float32")
+
+
+def _fit(optimizer, epochs=2, model=None):
+    model = model or _model()
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT)
+    model.fit(*DATA, epochs=epochs, batch_size=16, shuffle=False, verbose=0)
+    return model
+
+
+def _weights(model):
+    return [_numpy(w) for w in model.trainable_weights]
+
+
+@pytest.mark.parametrize("scope", ["global", "variable"])
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_fit_keeps_weights_integral_and_repeats_bit_for_bit(scope, precision):
+    start = _weights(_model())
+    first = _fit(keras_zim.ZIM(0.3, scope=scope, precision=precision, seed=3))
+    again = _fit(keras_zim.ZIM(0.3, scope=scope, precision=precision, seed=3))
+    other = _fit(keras_zim.ZIM(0.3, scope=scope, precision=precision, seed=4))
+    assert keras_zim.is_integral(first)
+    assert any(np.any(a != b) for a, b in zip(_weights(first), start))
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(first), _weights(again)))
+    assert any(np.any(a != b) for a, b in zip(_weights(first), _weights(other)))
+
+
+def _apply(optimizer, gradients, values):
+    variables = [keras.Variable(np.asarray(v, "float32")) for v in values]
+    optimizer.apply([ops.convert_to_tensor(np.asarray(g, "float32")) for g in gradients], variables)
+    return [_numpy(v) for v in variables]
+
+
+def test_consecutive_steps_draw_different_moves():
+    optimizer = keras_zim.ZIM(0.5, trials=200, seed=0)
+    w = keras.Variable(np.zeros(50, "float32"))
+    g = ops.convert_to_tensor(np.linspace(-1, 1, 50).astype("float32"))
+    optimizer.apply([g], [w])
+    first = _numpy(w).copy()
+    optimizer.apply([g], [w])
+    second = _numpy(w) - first
+    assert np.any(first != second) and np.all(second == np.round(second))
+
+
+def test_schedules_callables_and_clipping():
+    schedule = keras.optimizers.schedules.ExponentialDecay(5.0, decay_steps=10, decay_rate=1.0)
+    (w,) = _apply(keras_zim.ZIM(schedule, trials=4, smoothing=0.0, seed=0), [[0.0, 1.0]], [[0.0, 0.0]])
+    np.testing.assert_array_equal(w, [0.0, -4.0])  # rate clipped to 1: all 4 trials land on the only mass
+    (w,) = _apply(keras_zim.ZIM(lambda: 1.0, trials=3, smoothing=0.0, seed=0), [[-2.0, 0.0]], [[0.0, 0.0]])
+    np.testing.assert_array_equal(w, [3.0, 0.0])
+    for clip in ({"clipnorm": 1e-3}, {"clipvalue": 1e-3}, {"global_clipnorm": 1e-3}):
+        # Clipping rescales g; q is scale-free, so with c = 0 the move is unchanged.
+        (w,) = _apply(keras_zim.ZIM(1.0, trials=5, smoothing=0.0, seed=0, **clip), [[0.0, -7.0]], [[0.0, 0.0]])
+        np.testing.assert_array_equal(w, [0.0, 5.0])
+
+
+def test_nan_skip_zero_gradient_and_saturation():
+    optimizer = keras_zim.ZIM(1.0, trials=10, seed=0)
+    (w,) = _apply(optimizer, [[1.0, np.nan]], [[2.0, 3.0]])
+    np.testing.assert_array_equal(w, [2.0, 3.0])  # a NaN skips the step
+    assert int(_numpy(optimizer.iterations)) == 1
+    (w,) = _apply(keras_zim.ZIM(1.0, trials=10, smoothing=0.0, seed=0), [[0.0, 0.0]], [[2.0, 3.0]])
+    np.testing.assert_array_equal(w, [2.0, 3.0])  # no direction, no move
+    (w,) = _apply(keras_zim.ZIM(1.0, trials=10, smoothing=1.0, seed=0), [[0.0, 0.0]], [[0.0, 0.0]])
+    np.testing.assert_array_equal(w, [0.0, 0.0])  # trials land uniformly, but sign(0) = 0 moves nothing
+    limit = 2.0**24
+    (w,) = _apply(keras_zim.ZIM(1.0, trials=8, smoothing=0.0, seed=0), [[-1.0]], [[limit - 2]])
+    np.testing.assert_array_equal(w, [limit])  # saturates at the float32 exact-integer limit
+
+
+def test_gradient_accumulation_moves_every_second_step():
+    model = _model()
+    start = _weights(model)
+    model.compile(optimizer=keras_zim.ZIM(0.5, seed=0, gradient_accumulation_steps=2), loss="mse", jit_compile=JIT)
+    model.train_on_batch(*[a[:16] for a in DATA])
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(model), start))
+    model.train_on_batch(*[a[16:32] for a in DATA])
+    assert any(np.any(a != b) for a, b in zip(_weights(model), start))
+    assert keras_zim.is_integral(model)
+
+
+def test_config_round_trip_and_lookup_by_name():
+    optimizer = keras_zim.ZIM(0.2, trials=7, smoothing=0.5, scope="variable", unit=0.5, precision="float32x2", seed=9)
+    clone = keras_zim.ZIM.from_config(optimizer.get_config())
+    assert clone.get_config() == optimizer.get_config()
+    assert isinstance(keras.optimizers.get("zim"), keras_zim.ZIM)
+    with pytest.raises(ValueError, match="Argument `precision` must be one of"):
+        keras_zim.ZIM(precision="float16")
+
+
+def test_saved_model_continues_exactly(tmp_path):
+    model = _fit(keras_zim.ZIM(0.3, seed=5), epochs=1)
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert int(_numpy(loaded.optimizer.iterations)) == int(_numpy(model.optimizer.iterations)) == 3
+    for m in (model, loaded):
+        m.fit(*DATA, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(model), _weights(loaded)))
