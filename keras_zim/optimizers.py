@@ -42,13 +42,6 @@ def _moved(gradients, values, rate, seed, scope, trials, smoothing, unit, slots,
     return result
 
 
-# A pure function of its arguments: one compiled mover serves every optimizer.
-_mover = backend.jit(
-    _moved,
-    static_argnames=("scope", "trials", "smoothing", "unit", "slots", "relative_smoothing", "precision"),
-)
-
-
 def _name(variable):
     return getattr(variable, "path", variable.name)
 
@@ -296,13 +289,10 @@ class ZIM(keras.optimizers.Optimizer):
         else:
             trials, slots = tuple(self._trials[i] for i in index), tuple(self._slots[i] for i in index)
         values = [ops.convert_to_tensor(v) for v in variables]
-        moved = _mover(
-            list(gradients), values, ops.cast(learning_rate, "float32"), seed, scope=self.scope,
-            trials=trials, smoothing=self.smoothing, unit=self.unit, slots=slots,
-            relative_smoothing=self.relative_smoothing, precision=self._precision,
-        )
-        for variable, value in zip(variables, moved):
-            self.assign(variable, value)
+        static = dict(scope=self.scope, trials=trials, smoothing=self.smoothing, unit=self.unit, slots=slots,
+                      relative_smoothing=self.relative_smoothing, precision=self._precision)
+        args = (list(gradients), values, ops.cast(learning_rate, "float32"), seed)
+        backend.assign_moved(self, _moved, variables, args, static)
 
     def finalize_variable_values(self, var_list):
         """With `use_ema`, writes the averages snapped to the nearest grid point."""

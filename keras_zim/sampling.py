@@ -244,12 +244,22 @@ class _Plain:
             parts.append(ops.sum(cells[:, whole:], axis=-1, keepdims=True))
         return ops.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
-    def columns(self, children):
-        # Runs on the transposed children as 16 elementwise steps: XLA on CPU
-        # runs a reduction fused with its producer as a scalar loop (about
-        # 25x slower here).
-        transposed = ops.transpose(children)
-        return [transposed[k] for k in range(_FANOUT)]
+    def descend(self, children, remaining):
+        """The child `[M]` of `children` `[M, 16]` holding each target, and the sum of the children before it.
+
+        Runs on the transposed children as 16 elementwise steps: XLA on CPU
+        runs a reduction fused with its producer as a scalar loop (about 25x
+        slower here).
+        """
+        columns = ops.transpose(children)
+        end = passed = ops.zeros_like(remaining)
+        chosen = ops.zeros(ops.shape(remaining), "int32")
+        for k in range(_FANOUT):
+            end = end + columns[k]
+            at_most = end <= remaining
+            chosen += ops.cast(at_most, "int32")
+            passed = ops.where(at_most, end, passed)
+        return ops.minimum(chosen, _FANOUT - 1), passed
 
     def add(self, a, b):
         return a + b
@@ -278,6 +288,14 @@ def _pair(hi, lo):
     return ops.stack([hi, lo], axis=-1)
 
 
+def _add_parts(a_hi, a_lo, b_hi, b_lo):
+    """Double-float sum `(a_hi + a_lo) + (b_hi + b_lo)` as normalised `(hi, lo)`."""
+    s, e = _two_sum(a_hi, b_hi)
+    e = e + (a_lo + b_lo)
+    hi = s + e
+    return hi, e - (hi - s)
+
+
 class _DoubleFloat32:
     """Double-float32 partial sums: a value is `[..., 2]` float32 (hi, lo), |lo| <= ulp(hi) / 2."""
 
@@ -295,10 +313,7 @@ class _DoubleFloat32:
         return pads + [[0, 0]]
 
     def add(self, a, b):
-        s, e = _two_sum(a[..., 0], b[..., 0])
-        e = e + (a[..., 1] + b[..., 1])
-        hi = s + e
-        return _pair(hi, e - (hi - s))
+        return _pair(*_add_parts(a[..., 0], a[..., 1], b[..., 0], b[..., 1]))
 
     def sub(self, a, b):
         return self.add(a, -b)
@@ -322,8 +337,18 @@ class _DoubleFloat32:
         padded = ops.pad(cells, [[0, 0], [0, blocks * _FANOUT - size], [0, 0]])
         return self.sum16(ops.reshape(padded, [rows, blocks, _FANOUT, 2]))
 
-    def columns(self, children):
-        return [children[:, k] for k in range(_FANOUT)]
+    def descend(self, children, remaining):
+        """As `_Plain.descend`, on the hi and lo parts as separate arrays (XLA fuses them well)."""
+        rest_hi, rest_lo = remaining[..., 0], remaining[..., 1]
+        end_hi = end_lo = passed_hi = passed_lo = ops.zeros_like(rest_hi)
+        chosen = ops.zeros(ops.shape(rest_hi), "int32")
+        for k in range(_FANOUT):
+            end_hi, end_lo = _add_parts(end_hi, end_lo, children[:, k, 0], children[:, k, 1])
+            at_most = (end_hi < rest_hi) | ((end_hi == rest_hi) & (end_lo <= rest_lo))
+            chosen += ops.cast(at_most, "int32")
+            passed_hi = ops.where(at_most, end_hi, passed_hi)
+            passed_lo = ops.where(at_most, end_lo, passed_lo)
+        return ops.minimum(chosen, _FANOUT - 1), _pair(passed_hi, passed_lo)
 
     def finite_positive(self, total):
         return ops.isfinite(total[..., 0]) & (total[..., 0] > 0)
@@ -429,18 +454,6 @@ class _SegmentTree:
         padded = ops.pad(values, self.arith.suffix_pad([[0, 0], [0, groups * _FANOUT - width]]))
         return ops.reshape(padded, (rows, groups, _FANOUT) + tuple(values.shape[2:]))
 
-    def _descend(self, children, remaining):
-        """The child `[M]` holding each target, and the sum of the children before it."""
-        arith = self.arith
-        end = passed = ops.zeros_like(remaining)
-        chosen = ops.zeros(ops.shape(remaining)[:1], "int32")
-        for column in arith.columns(children):
-            end = arith.add(end, column)
-            at_most = arith.le(end, remaining)
-            chosen += ops.cast(at_most, "int32")
-            passed = arith.where(at_most, end, passed)
-        return ops.minimum(chosen, _FANOUT - 1), passed
-
     def locate(self, segment, target):
         """The cell `[T]` of each target: the first whose inclusive prefix sum exceeds it.
 
@@ -455,7 +468,7 @@ class _SegmentTree:
 
         def level(depth, node, remaining):
             children = gather(self.table, gather(self.starts[depth], segment) + node)
-            chosen, passed = self._descend(children, remaining)
+            chosen, passed = self.arith.descend(children, remaining)
             below = gather(self.widths[depth + 1], segment) - 1
             return depth + 1, ops.minimum(node * _FANOUT + chosen, below), arith.sub(remaining, passed)
 
@@ -470,7 +483,7 @@ class _SegmentTree:
         c = None if self.smoothing is None else gather(self.smoothing, segment)[:, None]
         leaves = arith.weight(backend.gather(self.values, flat), c)
         children = arith.where(inside, leaves, ops.zeros_like(leaves))
-        chosen, _ = self._descend(children, target)
+        chosen, _ = arith.descend(children, target)
         return node * _FANOUT + chosen
 
 

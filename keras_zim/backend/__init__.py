@@ -8,6 +8,8 @@ needs only the backend in use:
 
 - `fold_in(seed, data)`: a new stateless seed, int32 `[2]`, from a seed and an int.
 - `uniform(shape, seed, dtype)`: Uniform[0, 1) floats, a pure function of `seed`.
+- `assign_moved(owner, fn, variables, args, static)`: assigns
+  `fn(*args, **static)` to `variables` (on TensorFlow inside one XLA function).
 - `bits24(shape, seed)`: uniform int32 in `[0, 2**24)`.
 - `gather(values, index)`: `values[index]` along the first axis, indices in range.
 - `scatter_add(counts, index)`: `counts` with 1 added at each `index` (repeats add up).
@@ -21,7 +23,7 @@ import importlib
 
 import keras
 
-__all__ = ["bits24", "eager_scope", "fold_in", "gather", "has_float64", "high_half", "jit", "name", "scatter_add", "uniform"]
+__all__ = ["assign_moved", "bits24", "eager_scope", "fold_in", "gather", "has_float64", "high_half", "jit", "name", "scatter_add", "uniform"]
 
 name = keras.backend.backend()
 if name not in ("tensorflow", "jax", "torch"):
@@ -30,6 +32,7 @@ if name not in ("tensorflow", "jax", "torch"):
     )
 _impl = importlib.import_module(f"keras_zim.backend.{name}")
 
+assign_moved = _impl.assign_moved
 bits24 = _impl.bits24
 eager_scope = _impl.eager_scope
 fold_in = _impl.fold_in

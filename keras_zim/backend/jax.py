@@ -50,3 +50,14 @@ def has_float64():
 
 def eager_scope():
     return contextlib.nullcontext()  # variables are concrete when the optimizer is built
+
+
+_compiled = {}
+
+
+def assign_moved(owner, fn, variables, args, static):
+    """`owner.assign(variable, fn(*args, **static))` for each variable, `fn` compiled once."""
+    if fn not in _compiled:
+        _compiled[fn] = jit(fn, static_argnames=tuple(static))
+    for variable, value in zip(variables, _compiled[fn](*args, **static)):
+        owner.assign(variable, value)

@@ -1,5 +1,8 @@
 """TensorFlow: stateless Philox draws, XLA through `tf.function(jit_compile=True)`."""
 
+import weakref
+
+import keras
 import tensorflow as tf
 
 
@@ -39,3 +42,24 @@ def has_float64():
 
 def eager_scope():
     return tf.init_scope()
+
+
+# Eager steps share one compiled mover. Inside a traced step each owner gets
+# its own: a nested function shared across optimizers can be reused by a later
+# trace while still referring to an earlier model's (deleted) variables.
+_eager_movers = {}
+_traced_movers = weakref.WeakKeyDictionary()
+
+
+def _assign_all(fn, variables, args, static):
+    for variable, value in zip(variables, fn(*args, **static)):
+        variable.assign(value)
+
+
+def assign_moved(owner, fn, variables, args, static):
+    """`variable.assign` of `fn(*args, **static)` inside one XLA function: no extra copy of the weights."""
+    if not tf.inside_function():
+        mover = _eager_movers.setdefault(fn, tf.function(_assign_all, jit_compile=True, autograph=False))
+    else:
+        mover = _traced_movers.setdefault(owner, tf.function(_assign_all, jit_compile=True, autograph=False))
+    mover(fn, [v.value if isinstance(v, keras.Variable) else v for v in variables], args, static)
