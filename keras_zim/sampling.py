@@ -221,7 +221,7 @@ class _Plain:
     def __init__(self, dtype):
         self.dtype = dtype
 
-    def weight(self, raw, smoothing):
+    def weight(self, raw):
         return ops.abs(ops.cast(raw, self.dtype))
 
     def zeros(self, shape):
@@ -302,9 +302,9 @@ class _DoubleFloat32:
     def __init__(self):
         self.dtype = "float32"
 
-    def weight(self, raw, smoothing):
-        """`|m| + c` held exactly as a pair."""
-        return _pair(*_two_sum(ops.abs(ops.cast(raw, "float32")), smoothing))
+    def weight(self, raw):
+        magnitude = ops.abs(ops.cast(raw, "float32"))
+        return _pair(magnitude, ops.zeros_like(magnitude))
 
     def zeros(self, shape):
         return ops.zeros(tuple(shape) + (2,), "float32")
@@ -383,6 +383,65 @@ class _DoubleFloat32:
 _INT32 = _Plain("int32")
 
 
+def _two_prod(a, b):
+    """`(p, e)` with `p = fl(a b)` and `p + e = a b` exactly (Dekker; halves split by bit masks)."""
+    p = a * b
+    a1, b1 = backend.high_half(a), backend.high_half(b)
+    a2, b2 = a - a1, b - b1
+    return p, ((a1 * b1 - p) + a1 * b2 + a2 * b1) + a2 * b2
+
+
+def _mul_parts(a_hi, a_lo, b_hi, b_lo):
+    """Double-float product, normalised `(hi, lo)`, relative error about 2**-46."""
+    p, e = _two_prod(a_hi, b_hi)
+    e = e + (a_hi * b_lo + a_lo * b_hi)
+    hi = p + e
+    return hi, e - (hi - p)
+
+
+def _div_parts(a_hi, a_lo, b_hi, b_lo):
+    """Double-float quotient, normalised `(hi, lo)`, relative error about 2**-44."""
+    q1 = a_hi / b_hi
+    p_hi, p_lo = _mul_parts(q1, ops.zeros_like(q1), b_hi, b_lo)
+    r_hi, _ = _add_parts(a_hi, a_lo, -p_hi, -p_lo)
+    q2 = r_hi / b_hi
+    hi = q1 + q2
+    return hi, q2 - (hi - q1)
+
+
+def _threshold(p_hi, p_lo):
+    """Int32 `(a, b)` with `(a 2**24 + b) / 2**48 = p` to 2**-48, `p = p_hi + p_lo` in [0, 1].
+
+    A trial with 24-bit words `(k1, k2)` passes where `(k1, k2) < (a, b)`:
+    probability `p` to within 2**-48.
+    """
+    scaled = p_hi * 2.0**24
+    a = ops.floor(scaled)
+    b = ops.floor(((scaled - a) + p_lo * 2.0**24) * 2.0**24)
+    carry = ops.floor(b * 2.0**-24)
+    return ops.cast(a + carry, "int32"), ops.cast(b - carry * 2.0**24, "int32")
+
+
+def _below(words, threshold):
+    k1, k2 = words
+    a, b = threshold
+    return (k1 < a) | ((k1 == a) & (k2 < b))
+
+
+def _uniform_cells(words, size):
+    """`floor(u size)` for `u = (k1 2**24 + k2) / 2**48` from two 24-bit words; `size` int32 < 2**31.
+
+    In double-float: each cell's interval of `u` is placed to about 2**-46.
+    """
+    k1, k2 = words
+    size_hi = ops.cast(size, "float32")
+    size_lo = ops.cast(size - ops.cast(size_hi, "int32"), "float32")
+    t_hi, t_lo = _mul_parts(ops.cast(k1, "float32") * 2.0**-24, ops.cast(k2, "float32") * 2.0**-48, size_hi, size_lo)
+    whole = ops.floor(t_hi)
+    cell = ops.cast(whole, "int32") + ops.cast(ops.floor((t_hi - whole) + t_lo), "int32")
+    return ops.clip(cell, 0, size - 1)
+
+
 # ------------------------------------------------------------ segment trees
 
 
@@ -412,22 +471,19 @@ class _SegmentTree:
     segment. Shallower segments get single-child levels on top, so that every
     segment has `depth` levels and one while loop walks them all; the levels
     sit top first in one `[nodes, 16]` table, indexed by per-segment offsets.
-    `smoothing` holds each segment's `c` for `arith.weight` (or None).
     """
 
-    def __init__(self, values, layout, arith, smoothing=None):
-        self.arith, self.values, self.smoothing = arith, values, smoothing
-        per_group, first = [], 0  # per group: (blocks per segment, upper levels top first, totals)
+    def __init__(self, values, layout, arith):
+        self.arith, self.values = arith, values
+        per_group = []  # per group: (blocks per segment, upper levels top first, totals)
         for start, count, size in layout.groups:
             cells = ops.reshape(values[start : start + count * size], [count, size])
-            c = None if smoothing is None else ops.reshape(smoothing[first : first + count], [count, 1])
-            sums = arith.block_sums(arith.weight(cells, c))
+            sums = arith.block_sums(arith.weight(cells))
             blocks, upper = sums.shape[1], []
             while sums.shape[1] > 1:
                 upper.insert(0, self._grouped(sums))
                 sums = arith.sum16(upper[0])
             per_group.append((blocks, upper, sums[:, 0]))
-            first += count
         self.total = ops.concatenate([total for _, _, total in per_group], axis=0)
         self.depth = max(len(upper) for _, upper, _ in per_group)
         pieces, starts = [], np.zeros([self.depth, layout.count], np.int32)
@@ -488,8 +544,7 @@ class _SegmentTree:
         cell = node[:, None] * _FANOUT + ops.arange(_FANOUT, dtype="int32")[None, :]
         inside = cell < gather(self.sizes, segment)[:, None]
         flat = gather(self.cell_starts, segment)[:, None] + ops.where(inside, cell, 0)
-        c = None if self.smoothing is None else gather(self.smoothing, segment)[:, None]
-        leaves = arith.weight(backend.gather(self.values, flat), c)
+        leaves = arith.weight(backend.gather(self.values, flat))
         children = arith.where(inside, leaves, ops.zeros_like(leaves))
         chosen, _ = arith.descend(children, target)
         return node * _FANOUT + chosen
@@ -578,22 +633,63 @@ def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, sear
     return _place_searched(counts, layout, tree, ops.cast(passing - uniform, "int32"), seed, search_chunk)
 
 
-def _draw_float32x2(magnitudes, layout, trials, rate, smoothing, seed, search_chunk, relative):
-    magnitudes = ops.cast(magnitudes, "float32")
-    if relative:  # c in units of each segment's mean |m| (rounded to float32: the c actually used)
-        means = [
-            ops.mean(ops.abs(ops.reshape(magnitudes[start : start + count * size], [count, size])), axis=1)
-            for start, count, size in layout.groups
-        ]
-        smoothing = smoothing * (ops.concatenate(means, axis=0) if len(means) > 1 else means[0])
-    tree = _SegmentTree(magnitudes, layout, _DoubleFloat32(), _segment_values(smoothing, layout, "float32"))
-    usable = tree.arith.finite_positive(tree.total)
+def _place_mixed(counts, layout, passing, threshold, seed, chunk):
+    """Each of `passing[s]` trials is uniform with probability `threshold[s]` (48 bits) and placed at once.
+
+    Returns the counts and, per segment, the trials left to search.
+    """
+    dump = counts.shape[0] - 1
+    total = ops.sum(passing)
+    if layout.count > 1:
+        owners = _SegmentTree(passing, Segments([(0, 1, layout.count)]), _INT32)
+    starts = ops.convert_to_tensor(layout.starts)
+    sizes = ops.convert_to_tensor(layout.sizes.astype(np.int32))
+    key = _stream(seed, 3)
+
+    def more(step, counts, searched):
+        return step * chunk < total
+
+    def body(step, counts, searched):
+        rank = step * chunk + ops.arange(chunk, dtype="int32")
+        if layout.count > 1:
+            segment = ops.minimum(owners.locate(ops.zeros([chunk], "int32"), rank), layout.count - 1)
+        else:
+            segment = ops.zeros([chunk], "int32")
+        words = backend.bits24([4, chunk], backend.fold_in(key, step))
+        live = rank < total
+        bounds = (backend.gather(threshold[0], segment), backend.gather(threshold[1], segment))
+        uniform = live & _below((words[0], words[1]), bounds)
+        cell = backend.gather(starts, segment) + _uniform_cells((words[2], words[3]), backend.gather(sizes, segment))
+        counts = backend.scatter_add(counts, ops.where(uniform, cell, dump))
+        left = ops.segment_sum(ops.cast(live & ~uniform, "int32"), segment, num_segments=layout.count)
+        return step + 1, counts, searched + left
+
+    start = (ops.convert_to_tensor(0, "int32"), counts, ops.zeros([layout.count], "int32"))
+    _, counts, searched = ops.while_loop(more, body, start)
+    return counts, searched
+
+
+def _draw_float32x2(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative):
+    tree = _SegmentTree(ops.cast(magnitudes, "float32"), layout, _DoubleFloat32())
+    mass_hi, mass_lo = tree.total[:, 0], tree.total[:, 1]
+    if relative:  # c in units of the segment's mean |m|: a spread of c ||m||_1
+        spread = _mul_parts(mass_hi, mass_lo, smoothing, ops.zeros_like(mass_hi))
+    else:  # c d, with d split exactly into two float32
+        size_hi = layout.sizes.astype(np.float32)
+        size_lo = (layout.sizes - size_hi.astype(np.int64)).astype(np.float32)
+        spread = _mul_parts(smoothing + ops.zeros_like(mass_hi), ops.zeros_like(mass_hi),
+                            ops.convert_to_tensor(size_hi), ops.convert_to_tensor(size_lo))
+    whole = _add_parts(mass_hi, mass_lo, *spread)
+    # A NaN or Inf makes the mass non-finite; a zero total has no direction.
+    usable = ops.isfinite(mass_hi) & (whole[0] > 0.0)
+    share = _div_parts(*spread, *whole)
+    threshold = tuple(ops.where(usable, part, 0) for part in _threshold(*share))
     # N ~ Binomial(n, r) as a sum of binomials of at most _PIECE trials: counts exact in float32.
     pieces, owner = [], []
     for segment, n in enumerate(trials):
-        whole, rest = divmod(int(n), _PIECE)
-        pieces += [_PIECE] * whole + ([rest] if rest else [])
-        owner += [segment] * (whole + (1 if rest else 0))
+        whole_pieces, rest = divmod(int(n), _PIECE)
+        pieces += [_PIECE] * whole_pieces + ([rest] if rest else [])
+        owner += [segment] * (whole_pieces + (1 if rest else 0))
     if not pieces:
         pieces, owner = [0], [0]
     owner = ops.convert_to_tensor(np.asarray(owner, np.int32))
@@ -602,7 +698,8 @@ def _draw_float32x2(magnitudes, layout, trials, rate, smoothing, seed, search_ch
                      backend.fold_in(seed, -1))
     passing = ops.segment_sum(ops.cast(drawn, "int32"), owner, num_segments=layout.count)
     counts = ops.zeros([magnitudes.shape[0] + 1], "int32")
-    return _place_searched(counts, layout, tree, passing, seed, search_chunk)
+    counts, searched = _place_mixed(counts, layout, passing, threshold, seed, max(slots))
+    return _place_searched(counts, layout, tree, searched, seed, search_chunk)
 
 
 def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative=False,
@@ -618,7 +715,8 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
         smoothing: float scalar `c >= 0`.
         seed: stateless seed, int32 `[2]`.
         slots: Python ints, uniform trials placed per segment and loop step,
-            one per group of `layout` (`"float64"` only).
+            one per group of `layout` (with `"float32x2"`, the largest is the
+            number of passing trials sorted per loop step).
         search_chunk: Python int, searched trials placed per loop step.
         relative: Python bool; if True, `c` is in units of the segment's
             mean `|m|` (a uniform share of `c / (1 + c)` at any scale).
@@ -640,7 +738,7 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
             raise ValueError("precision='float32x2' needs the trials as Python ints (static).")
         counts = _draw_float32x2(
             magnitudes, layout, trials, _segment_values(rate, layout, "float32"),
-            ops.cast(smoothing, "float32"), seed, search_chunk, relative,
+            ops.cast(smoothing, "float32"), seed, slots, search_chunk, relative,
         )
     else:
         raise ValueError(f"Argument `precision` must be 'float64' or 'float32x2'. Received: precision={precision!r}")

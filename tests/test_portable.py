@@ -62,45 +62,32 @@ def test_moments_at_a_million(precision):
         assert abs(counts[cells].sum() - mean) <= Z * np.sqrt(mean * (1 - r * q[cells].sum()))
 
 
-def _exact_prefix(mantissas, exponents, c, positions):
-    """Exact prefix sums of `|g| + c` at `positions`, as Fractions (g = m * 2**e)."""
+def _exact_prefix(mantissas, exponents, positions):
+    """Exact prefix sums of `|g|` at `positions`, as Fractions (g = m * 2**e)."""
     result = [fractions.Fraction(0)] * len(positions)
     for e in np.unique(exponents):
         part = np.where(exponents == e, mantissas, 0).astype(np.int64)
         sums = np.concatenate([[0], np.cumsum(part)])[positions]
         result = [s + fractions.Fraction(int(v)) * fractions.Fraction(2) ** int(e) for s, v in zip(result, sums)]
-    return [s + fractions.Fraction(c) * int(p) for s, p in zip(result, positions)]
+    return result
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_trials_land_within_1e_13_of_q(precision, size=10**6):
+def test_searched_trials_land_within_1e_13_of_q(precision, size=10**6):
     # The inverse CDF maps u in [0, 1) to a cell; P(cell i) = the length of
     # the u-interval that maps to i. Put u just below and just above each
-    # exact boundary B_i / S (exact rational prefix sums of |g| + c): landing
+    # exact boundary B_i / S (exact rational prefix sums of |g|): landing
     # left of i below it and at or right of i above it shows every boundary
-    # within delta = 2**-44 of its place, so |P(i) - q_i| <= 2 delta = 1.1e-13.
+    # within delta = 2**-44 of its place, so |P(i) - |g_i| / S| <= 2 delta = 1.1e-13.
     rng = np.random.default_rng(5)
     mantissas = rng.integers(1 << 23, 1 << 24, size)
     exponents = rng.choice([-63, -43, -23], size)  # |g| in [2**-40, 2**1): 12 orders of magnitude
     g = (mantissas * 2.0 ** exponents.astype(np.float64)).astype(np.float32)
-    c = 2.0**-30
     arith = sampling._DoubleFloat32() if precision == "float32x2" else sampling._Plain("float64")
-    layout = sampling.Segments([(0, 1, size)])
-    smoothing = ops.convert_to_tensor(np.float32([c])) if precision == "float32x2" else None
-    values = ops.convert_to_tensor(g)
-    if precision == "float64":  # its leaves are |g|; c is added as the uniform share
-        c = 0.0
-    tree = sampling._SegmentTree(values, layout, arith, smoothing)
+    tree = sampling._SegmentTree(ops.convert_to_tensor(g), sampling.Segments([(0, 1, size)]), arith)
     boundaries = np.unique(np.concatenate([rng.integers(1, size, 300), [1, size - 1]]))
-    prefix = _exact_prefix(mantissas, exponents, c, np.concatenate([boundaries, [size]]))
-    total = prefix[-1]
-    delta = fractions.Fraction(1, 2**44)
-    words = []
-    for b in prefix[:-1]:
-        for u in (b / total - delta, b / total + delta):
-            k = int(u * 2**48)  # floor: u in 48 bits
-            words.append(k)
-    words = np.array(words, np.int64)
+    prefix = _exact_prefix(mantissas, exponents, np.concatenate([boundaries, [size]]))
+    words = _straddling_words([b / prefix[-1] for b in prefix[:-1]])
     segment = ops.zeros([len(words)], "int32")
     mass = backend.gather(tree.total, segment)
     if precision == "float32x2":
@@ -108,8 +95,41 @@ def test_trials_land_within_1e_13_of_q(precision, size=10**6):
     else:
         target = ops.convert_to_tensor(words.astype(np.float64) / 2.0**48) * mass
     cells = _numpy(tree.locate(segment, target))
-    below, above = cells[0::2], cells[1::2]
-    assert np.all(below < boundaries) and np.all(above >= boundaries)
+    assert np.all(cells[0::2] < boundaries) and np.all(cells[1::2] >= boundaries)
+
+
+DELTA = fractions.Fraction(1, 2**44)
+
+
+def _straddling_words(points):
+    """48-bit uniforms `u = k / 2**48` at `point - DELTA` and `point + DELTA` for each point."""
+    return np.array([int((p + side) * 2**48) for p in points for side in (-DELTA, DELTA)], np.int64)
+
+
+def _words(values):
+    return [ops.convert_to_tensor((values >> 24).astype(np.int32)), ops.convert_to_tensor((values & (2**24 - 1)).astype(np.int32))]
+
+
+def test_float32x2_uniform_share_and_uniform_cells_within_1e_13():
+    # The float32x2 draw lands a trial uniformly with probability
+    # s = c d / (||g||_1 + c d) (a 48-bit threshold), then on floor(u d):
+    # both to within 2 * 2**-44 of exact, for d up to 2**30.
+    rng = np.random.default_rng(6)
+    mass = [(float(np.float32(m)), float(np.float32(m - float(np.float32(m))))) for m in 10.0 ** rng.uniform(-12, 8, 50)]
+    c, d = 1.0, 10**8 + 7
+    spread = sampling._mul_parts(*(ops.convert_to_tensor(np.float32(v)) for v in (c, 0.0, np.float32(d), d - int(np.float32(d)))))
+    hi, lo = (ops.convert_to_tensor(np.float32([m[k] for m in mass])) for k in (0, 1))
+    whole = sampling._add_parts(hi, lo, spread[0] + 0 * hi, spread[1] + 0 * hi)
+    share = sampling._div_parts(spread[0] + 0 * hi, spread[1] + 0 * hi, *whole)
+    a, b = (_numpy(t).astype(np.int64) for t in sampling._threshold(*share))
+    for (m_hi, m_lo), a_k, b_k in zip(mass, a, b):
+        exact = fractions.Fraction(c * d) / (fractions.Fraction(m_hi) + fractions.Fraction(m_lo) + c * d)
+        assert abs(fractions.Fraction(int(a_k) * 2**24 + int(b_k), 2**48) - exact) < DELTA
+    for size in (3, 1000, 10**8 + 7, 2**30 - 1):
+        cells = np.unique(np.concatenate([rng.integers(1, size, 200), [1, size - 1]]))
+        words = _straddling_words([fractions.Fraction(int(i), size) for i in cells])
+        found = _numpy(sampling._uniform_cells(_words(words), ops.convert_to_tensor(np.full(len(words), size, np.int32))))
+        assert np.all(found[0::2] == cells - 1) and np.all(found[1::2] == cells)
 
 
 # ------------------------------------------------------------ the optimizer
