@@ -698,8 +698,9 @@ def _draw_float32x2(magnitudes, layout, trials, rate, smoothing, seed, slots, se
                      backend.fold_in(seed, -1))
     passing = ops.segment_sum(ops.cast(drawn, "int32"), owner, num_segments=layout.count)
     counts = ops.zeros([magnitudes.shape[0] + 1], "int32")
-    counts, searched = _place_mixed(counts, layout, passing, threshold, seed, max(slots))
-    return _place_searched(counts, layout, tree, searched, seed, search_chunk)
+    per_round = sum(count * k for (_, count, _), k in zip(layout.groups, slots))  # as _place_uniform's rounds
+    counts, searched = _place_mixed(counts, layout, passing, threshold, seed, min(per_round, MAX_CHUNK))
+    return _place_searched(counts, layout, tree, searched, seed, max(search_chunk, min(per_round, SEARCH_CHUNK)))
 
 
 def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative=False,
@@ -715,8 +716,8 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
         smoothing: float scalar `c >= 0`.
         seed: stateless seed, int32 `[2]`.
         slots: Python ints, uniform trials placed per segment and loop step,
-            one per group of `layout` (with `"float32x2"`, the largest is the
-            number of passing trials sorted per loop step).
+            one per group of `layout` (with `"float32x2"`, their sum over
+            segments is the number of passing trials sorted per loop step).
         search_chunk: Python int, searched trials placed per loop step.
         relative: Python bool; if True, `c` is in units of the segment's
             mean `|m|` (a uniform share of `c / (1 + c)` at any scale).
