@@ -249,17 +249,21 @@ class _Plain:
 
         Runs on the transposed children as 16 elementwise steps: XLA on CPU
         runs a reduction fused with its producer as a scalar loop (about 25x
-        slower here).
+        slower here). A target at or past the end of the children (their sum
+        here can round below the node's stored sum) goes to the last child
+        with mass.
         """
         columns = ops.transpose(children)
-        end = passed = ops.zeros_like(remaining)
-        chosen = ops.zeros(ops.shape(remaining), "int32")
+        end = passed = before_last = ops.zeros_like(remaining)
+        chosen = last = ops.zeros(ops.shape(remaining), "int32")
         for k in range(_FANOUT):
-            end = end + columns[k]
+            before, end = end, end + columns[k]
+            positive = columns[k] > 0
+            last, before_last = ops.where(positive, k, last), ops.where(positive, before, before_last)
             at_most = end <= remaining
             chosen += ops.cast(at_most, "int32")
             passed = ops.where(at_most, end, passed)
-        return ops.minimum(chosen, _FANOUT - 1), passed
+        return _last_with_mass(chosen, passed, last, before_last)
 
     def add(self, a, b):
         return a + b
@@ -275,6 +279,13 @@ class _Plain:
 
     def finite_positive(self, total):
         return ops.isfinite(total) & (total > 0)
+
+
+def _last_with_mass(chosen, passed, last, before_last, pairs=False):
+    """`(chosen, passed)`, or `(last, before_last)` where the target is past the last child with mass."""
+    past = chosen > last
+    mask = past[..., None] if pairs else past
+    return ops.where(past, last, chosen), ops.where(mask, before_last, passed)
 
 
 def _two_sum(a, b):
@@ -346,17 +357,20 @@ class _DoubleFloat32:
         rest_hi, rest_lo = remaining[..., 0], remaining[..., 1]
 
         def child(k, state):
-            end_hi, end_lo, passed_hi, passed_lo, chosen = state
+            end_hi, end_lo, passed_hi, passed_lo, chosen, last, before_hi, before_lo = state
             column = ops.take(children, k, axis=1)
+            positive = column[:, 0] > 0
+            last = ops.where(positive, k, last)
+            before_hi, before_lo = ops.where(positive, end_hi, before_hi), ops.where(positive, end_lo, before_lo)
             end_hi, end_lo = _add_parts(end_hi, end_lo, column[:, 0], column[:, 1])
             at_most = (end_hi < rest_hi) | ((end_hi == rest_hi) & (end_lo <= rest_lo))
             passed_hi, passed_lo = ops.where(at_most, end_hi, passed_hi), ops.where(at_most, end_lo, passed_lo)
-            return end_hi, end_lo, passed_hi, passed_lo, chosen + ops.cast(at_most, "int32")
+            return end_hi, end_lo, passed_hi, passed_lo, chosen + ops.cast(at_most, "int32"), last, before_hi, before_lo
 
-        zero = ops.zeros_like(rest_hi)
-        start = (zero, zero, zero, zero, ops.zeros(ops.shape(rest_hi), "int32"))
-        _, _, passed_hi, passed_lo, chosen = ops.fori_loop(0, _FANOUT, child, start)
-        return ops.minimum(chosen, _FANOUT - 1), _pair(passed_hi, passed_lo)
+        zero, none = ops.zeros_like(rest_hi), ops.zeros(ops.shape(rest_hi), "int32")
+        state = ops.fori_loop(0, _FANOUT, child, (zero, zero, zero, zero, none, none, zero, zero))
+        _, _, passed_hi, passed_lo, chosen, last, before_hi, before_lo = state
+        return _last_with_mass(chosen, _pair(passed_hi, passed_lo), last, _pair(before_hi, before_lo), pairs=True)
 
     def finite_positive(self, total):
         return ops.isfinite(total[..., 0]) & (total[..., 0] > 0)
