@@ -111,7 +111,7 @@ class ZIM(keras.optimizers.Optimizer):
             multiples are exact in floating point. Defaults to `1.0`.
         precision: arithmetic of the sampler's partial sums: `"float64"`,
             `"float32x2"` (double-float32: no float64 anywhere, for TPUs and
-            JAX without x64; trials land within 1e-13 of `q_i`) or `"auto"`
+            JAX without x64; trials land within 1.1e-13 of `q_i`) or `"auto"`
             (float64 where the backend has it enabled, else float32x2).
             Defaults to `"auto"`.
         seed: int seed of the stateless sampler, or None for a fresh one

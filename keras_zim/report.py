@@ -6,7 +6,6 @@ results.json alone.
 """
 
 import json
-import math
 import os
 
 import numpy as np

@@ -18,24 +18,26 @@ x ~ Multinomial(n, [1 - r, r q_1, ..., r q_d]),  the no-op count x_0 dropped.
 
 It is drawn in stages that compose to that law: first the passing trials
 `N ~ Binomial(n, r)`, exactly (inversion for `n p < 10`, Hormann's BTRS
-rejection otherwise: O(1) per segment), then each passing trial lands on `i`
-with probability `q_i` by the inverse CDF: a uniform target walks down a
-16-ary tree of the segment's partial sums. Every trial is one scatter-add
-into the count vector: O(d) to build the trees and O(log d) per trial,
-independent of the number of segments. Segments whose magnitudes sum to
-zero, or hold a NaN or Inf, get zero counts (the optimizer's skipped step).
+rejection otherwise: O(1) per segment); a share
+`s = c d / (||m||_1 + c d)` of them lands uniformly on `floor(u d)` (no
+search), the rest on `i` with probability `|m_i| / ||m||_1` by the inverse
+CDF: a uniform target walks down a 16-ary tree of the segment's partial sums.
+Every trial is one scatter-add into the count vector: O(d) to build the
+trees and O(log d) per searched trial, independent of the number of
+segments. Segments whose magnitudes sum to zero, or hold a NaN or Inf, get
+zero counts (the optimizer's skipped step).
 
 Two precisions, chosen by `precision` (`"auto"`: float64 where the backend
 has it enabled):
 
-- `"float64"`: float64 partial sums. `U ~ Binomial(N, s)` of the passing
-  trials land uniformly (`floor(u d)`, no search; `s = c d / (||m||_1 + c d)`)
-  and the rest search a tree of `|m|`.
-- `"float32x2"`, for TPUs and JAX without x64: no float64 anywhere. Every
-  leaf is `|m_i| + c` held exactly as a pair of float32 (hi + lo), partial
-  sums and targets are double-float32 (about 48 bits), so a trial lands on
-  `i` with probability within 1e-13 of `q_i`. `N` is drawn in float32 from
-  pieces of at most 4,096 trials (its law exact up to float32 rounding).
+- `"float64"`: float64 partial sums; the uniform trials are
+  `U ~ Binomial(N, s)`.
+- `"float32x2"`, for TPUs and JAX without x64: no float64 anywhere. Partial
+  sums, targets and `s` are double-float32 (hi + lo, about 48 bits); each
+  passing trial is uniform with probability `s` to 2**-48 (a 48-bit
+  threshold), and every cell's probability is within 1.1e-13 of `q_i`. `N`
+  is drawn in float32 from pieces of at most 4,096 trials (its law exact up
+  to float32 rounding).
 
 docs/sampler.md has the design and the measurements.
 """
@@ -224,9 +226,6 @@ class _Plain:
     def weight(self, raw):
         return ops.abs(ops.cast(raw, self.dtype))
 
-    def zeros(self, shape):
-        return ops.zeros(shape, self.dtype)
-
     def suffix_pad(self, pads):
         return pads
 
@@ -265,20 +264,13 @@ class _Plain:
             passed = ops.where(at_most, end, passed)
         return _last_with_mass(chosen, passed, last, before_last)
 
-    def add(self, a, b):
-        return a + b
-
     def sub(self, a, b):
         return a - b
 
-    def le(self, a, b):
-        return a <= b
 
     def where(self, condition, a, b):
         return ops.where(condition, a, b)
 
-    def finite_positive(self, total):
-        return ops.isfinite(total) & (total > 0)
 
 
 def _last_with_mass(chosen, passed, last, before_last, pairs=False):
@@ -317,9 +309,6 @@ class _DoubleFloat32:
         magnitude = ops.abs(ops.cast(raw, "float32"))
         return _pair(magnitude, ops.zeros_like(magnitude))
 
-    def zeros(self, shape):
-        return ops.zeros(tuple(shape) + (2,), "float32")
-
     def suffix_pad(self, pads):
         return pads + [[0, 0]]
 
@@ -329,8 +318,6 @@ class _DoubleFloat32:
     def sub(self, a, b):
         return self.add(a, -b)
 
-    def le(self, a, b):
-        return (a[..., 0] < b[..., 0]) | ((a[..., 0] == b[..., 0]) & (a[..., 1] <= b[..., 1]))
 
     def where(self, condition, a, b):
         return ops.where(condition[..., None], a, b)
@@ -372,8 +359,6 @@ class _DoubleFloat32:
         _, _, passed_hi, passed_lo, chosen, last, before_hi, before_lo = state
         return _last_with_mass(chosen, _pair(passed_hi, passed_lo), last, _pair(before_hi, before_lo), pairs=True)
 
-    def finite_positive(self, total):
-        return ops.isfinite(total[..., 0]) & (total[..., 0] > 0)
 
     def scaled(self, words, total):
         """`u * total` for `u = (k1 + k2 / 2**24) / 2**24` from two 24-bit words, to about 2**-48 of `total`.
