@@ -248,3 +248,26 @@ def test_saved_model_continues_exactly(tmp_path):
     for m in (model, loaded):
         m.fit(*DATA, epochs=1, batch_size=16, shuffle=False, verbose=0)
     assert all(np.array_equal(a, b) for a, b in zip(_weights(model), _weights(loaded)))
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="Keras has no stateless_apply on TensorFlow")
+def test_stateless_apply_is_pure_and_steps_differ():
+    # Under JAX's jit the optimizer is stateless: the step's seed must come
+    # from the `iterations` it is handed, so threading the returned state gives
+    # new moves, and the same state gives the same moves.
+    optimizer = keras_zim.ZIM(0.5, trials=200, seed=0)
+    w = keras.Variable(np.zeros(50, "float32"))
+    optimizer.build([w])
+    gradients = [ops.convert_to_tensor(np.linspace(-1, 1, 50).astype("float32"))]
+    step = optimizer.stateless_apply
+    if BACKEND == "jax":
+        import jax
+
+        step = jax.jit(step)
+    state = [v.value for v in optimizer.variables]
+    first, after = step(state, gradients, [w.value])
+    second, _ = step(after, gradients, first)
+    again, _ = step(state, gradients, [w.value])
+    moves = [_numpy(first[0]), _numpy(second[0]) - _numpy(first[0])]
+    assert np.any(moves[0] != moves[1]) and np.all(moves[1] == np.round(moves[1]))
+    np.testing.assert_array_equal(_numpy(again[0]), moves[0])
