@@ -41,7 +41,7 @@ def test_jax_data_parallel_replicas_agree_with_one_device():
 def test_jax_float32x2_step_has_no_float64():
     result = _run("jax", os.path.join(HERE, "jax_children.py"), "jax_hlo")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "f64 ops: 0" in result.stdout and "scatter ops: 1" in result.stdout
+    assert "f64 ops: 0" in result.stdout
     # The count sees float64 where there is some: the float64 path under x64.
     control = _run("jax", os.path.join(HERE, "jax_children.py"), "jax_hlo", "float64", env={"JAX_ENABLE_X64": "1"})
     assert control.returncode == 0, control.stderr[-3000:]
