@@ -268,7 +268,7 @@ def test_fraction_at_the_bound_and_per_variable_ranges():
     model.set_weights([np.random.default_rng(1).integers(-2, 3, (4, 3)).astype("float32"), np.zeros(3, "float32")])
     model.compile(optimizer=keras_zim.ZIM(learning_rate=1.0, seed=0), loss="mse")
     recorder = _Recorder()
-    history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0,
+    history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, shuffle=False,
                         callbacks=[recorder, ZIMMonitor(per_variable=True)]).history
     for epoch in range(EPOCHS):
         kernel, bias = recorder.epochs[epoch + 1][0] if epoch + 1 < EPOCHS else [w.numpy() for w in model.trainable_variables]
