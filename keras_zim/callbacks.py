@@ -11,6 +11,7 @@ import sys
 import keras
 import numpy as np
 
+from keras_zim import backend
 from keras_zim.constraints import IntegerRange
 from keras_zim.constraints import signed_bits
 from keras_zim.models import calibrate_batch_norm
@@ -29,7 +30,7 @@ def _gradients(model, data):
     """The gradients (NumPy, None where unconnected) of `model`'s compiled loss on `data`.
 
     The loss includes `model.losses` and is computed in inference mode.
-    Keras has no portable gradient, so this is written once per backend.
+    Keras has no portable gradient: `keras_zim.backend.gradients` has one per backend.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     variables = model.trainable_variables
@@ -38,25 +39,7 @@ def _gradients(model, data):
         y_pred = model(x, training=False)
         return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
 
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        def stateless_loss(values):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values)), collect_losses=True):
-                return loss()
-
-        gradients = jax.grad(stateless_loss)([v.value for v in variables])
-    elif backend == "torch":
-        import torch
-
-        gradients = torch.autograd.grad(loss(), [v.value for v in variables], allow_unused=True)
-    else:
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            value = loss()
-        gradients = [None if g is None else tf.convert_to_tensor(g) for g in tape.gradient(value, variables)]
+    gradients = backend.gradients(loss, variables)
     return [None if g is None else keras.ops.convert_to_numpy(g) for g in gradients]
 
 

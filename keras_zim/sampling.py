@@ -226,6 +226,10 @@ class _Plain:
     def weight(self, raw):
         return ops.abs(ops.cast(raw, self.dtype))
 
+    def target(self, seed, mass):
+        """`u * mass` per trial `[T]`, `u ~ Uniform[0, 1)` in this dtype."""
+        return backend.uniform(ops.shape(mass), seed, self.dtype) * mass
+
     def suffix_pad(self, pads):
         return pads
 
@@ -359,6 +363,10 @@ class _DoubleFloat32:
         _, _, passed_hi, passed_lo, chosen, last, before_hi, before_lo = state
         return _last_with_mass(chosen, _pair(passed_hi, passed_lo), last, _pair(before_hi, before_lo), pairs=True)
 
+
+    def target(self, seed, mass):
+        """`u * mass` per trial `[T, 2]`, `u` from two 24-bit words per trial."""
+        return self.scaled(backend.bits24([2, mass.shape[0]], seed), mass)
 
     def scaled(self, words, total):
         """`u * total` for `u = (k1 + k2 / 2**24) / 2**24` from two 24-bit words, to about 2**-48 of `total`.
@@ -552,6 +560,14 @@ class _SegmentTree:
 # ------------------------------------------------------------------- drawing
 
 
+def _owner(layout, counts):
+    """The segment of each trial rank `[T]`, trials numbered segment after segment (`counts[s]` each)."""
+    if layout.count == 1:
+        return ops.zeros_like
+    owners = _SegmentTree(counts, Segments([(0, 1, layout.count)]), _INT32)
+    return lambda rank: ops.minimum(owners.locate(ops.zeros_like(rank), rank), layout.count - 1)
+
+
 def _place_uniform(counts, layout, uniform, slots, seed):
     """Adds `uniform[s]` uniform trials to each segment `s`, `slots[g]` per segment of group `g` a round."""
     dump = counts.shape[0] - 1
@@ -586,26 +602,16 @@ def _place_searched(counts, layout, tree, searched, seed, chunk):
     """Adds `searched[s]` (int32) trials to each segment `s`, landing on cell `i` with probability ~ leaf `i`."""
     dump = counts.shape[0] - 1
     total = ops.sum(searched)
-    if layout.count > 1:  # which segment each trial belongs to: a tree over the segments' counts
-        owners = _SegmentTree(searched, Segments([(0, 1, layout.count)]), _INT32)
-
+    owner = _owner(layout, searched)
     key = _stream(seed, 2)
-    double = isinstance(tree.arith, _DoubleFloat32)
 
     def more(step, counts):
         return step * chunk < total
 
     def body(step, counts):
         rank = step * chunk + ops.arange(chunk, dtype="int32")
-        if layout.count > 1:
-            segment = ops.minimum(owners.locate(ops.zeros([chunk], "int32"), rank), layout.count - 1)
-        else:
-            segment = ops.zeros([chunk], "int32")
-        mass = backend.gather(tree.total, segment)
-        if double:
-            target = tree.arith.scaled(backend.bits24([2, chunk], backend.fold_in(key, step)), mass)
-        else:
-            target = _uniform([chunk], key, step) * mass
+        segment = owner(rank)
+        target = tree.arith.target(backend.fold_in(key, step), backend.gather(tree.total, segment))
         local = ops.minimum(tree.locate(segment, target), backend.gather(tree.sizes, segment) - 1)
         index = ops.where(rank < total, backend.gather(tree.cell_starts, segment) + local, dump)
         return step + 1, backend.scatter_add(counts, index)
@@ -639,8 +645,7 @@ def _place_mixed(counts, layout, passing, threshold, seed, chunk):
     """
     dump = counts.shape[0] - 1
     total = ops.sum(passing)
-    if layout.count > 1:
-        owners = _SegmentTree(passing, Segments([(0, 1, layout.count)]), _INT32)
+    owner = _owner(layout, passing)
     starts = ops.convert_to_tensor(layout.starts)
     sizes = ops.convert_to_tensor(layout.sizes.astype(np.int32))
     key = _stream(seed, 3)
@@ -650,10 +655,7 @@ def _place_mixed(counts, layout, passing, threshold, seed, chunk):
 
     def body(step, counts, searched):
         rank = step * chunk + ops.arange(chunk, dtype="int32")
-        if layout.count > 1:
-            segment = ops.minimum(owners.locate(ops.zeros([chunk], "int32"), rank), layout.count - 1)
-        else:
-            segment = ops.zeros([chunk], "int32")
+        segment = owner(rank)
         words = backend.bits24([4, chunk], backend.fold_in(key, step))
         live = rank < total
         bounds = (backend.gather(threshold[0], segment), backend.gather(threshold[1], segment))

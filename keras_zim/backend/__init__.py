@@ -15,15 +15,20 @@ needs only the backend in use:
 - `scatter_add(counts, index)`: `counts` with 1 added at each `index` (repeats add up).
 - `high_half(x)`: float32 `x` with its 12 low mantissa bits cleared (exact).
 - `eager_scope()`: a context that runs eagerly (out of a traced function).
+- `gradients(loss, variables)`: gradients of `loss()` with respect to `variables` (None where unconnected).
 - `jit(fn, static_argnames)`: `fn` compiled with XLA where the backend compiles.
 - `has_float64()`: whether float64 arithmetic is available and enabled.
 """
 
+import contextlib
 import importlib
 
 import keras
 
-__all__ = ["assign_moved", "bits24", "eager_scope", "fold_in", "gather", "has_float64", "high_half", "jit", "name", "scatter_add", "uniform"]
+__all__ = [
+    "assign_moved", "bits24", "eager_scope", "fold_in", "gather", "gradients", "has_float64", "high_half", "jit",
+    "name", "scatter_add", "uniform",
+]
 
 name = keras.backend.backend()
 if name not in ("tensorflow", "jax", "torch"):
@@ -32,11 +37,25 @@ if name not in ("tensorflow", "jax", "torch"):
     )
 _impl = importlib.import_module(f"keras_zim.backend.{name}")
 
-assign_moved = _impl.assign_moved
+_compiled = {}
+
+
+def _assign_returned(owner, fn, variables, args, static):
+    """`owner.assign(variable, fn(*args, **static))` for each variable, `fn` compiled once."""
+    if fn not in _compiled:
+        _compiled[fn] = _impl.jit(fn, static_argnames=tuple(static))
+    for variable, value in zip(variables, _compiled[fn](*args, **static)):
+        owner.assign(variable, value)
+
+
+# TensorFlow assigns inside its XLA function (no extra copy of the weights) and
+# enters tf.init_scope; JAX and torch assign what the compiled function returns.
+assign_moved = getattr(_impl, "assign_moved", _assign_returned)
+eager_scope = getattr(_impl, "eager_scope", contextlib.nullcontext)
 bits24 = _impl.bits24
-eager_scope = _impl.eager_scope
 fold_in = _impl.fold_in
 gather = _impl.gather
+gradients = _impl.gradients
 has_float64 = _impl.has_float64
 high_half = _impl.high_half
 jit = _impl.jit

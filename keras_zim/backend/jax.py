@@ -1,9 +1,8 @@
 """JAX: threefry keys carried as int32 `[2]`, XLA through `jax.jit`."""
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
+import keras
 
 
 def _key(seed):
@@ -48,16 +47,9 @@ def has_float64():
     return bool(jax.config.jax_enable_x64) and jax.default_backend() != "tpu"
 
 
-def eager_scope():
-    return contextlib.nullcontext()  # variables are concrete when the optimizer is built
+def gradients(loss, variables):
+    def stateless_loss(values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values)), collect_losses=True):
+            return loss()
 
-
-_compiled = {}
-
-
-def assign_moved(owner, fn, variables, args, static):
-    """`owner.assign(variable, fn(*args, **static))` for each variable, `fn` compiled once."""
-    if fn not in _compiled:
-        _compiled[fn] = jit(fn, static_argnames=tuple(static))
-    for variable, value in zip(variables, _compiled[fn](*args, **static)):
-        owner.assign(variable, value)
+    return jax.grad(stateless_loss)([v.value for v in variables])

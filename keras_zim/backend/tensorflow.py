@@ -63,3 +63,9 @@ def assign_moved(owner, fn, variables, args, static):
     else:
         mover = _traced_movers.setdefault(owner, tf.function(_assign_all, jit_compile=True, autograph=False))
     mover(fn, [v.value if isinstance(v, keras.Variable) else v for v in variables], args, static)
+
+
+def gradients(loss, variables):
+    with tf.GradientTape() as tape:
+        value = loss()
+    return [None if g is None else tf.convert_to_tensor(g) for g in tape.gradient(value, variables)]

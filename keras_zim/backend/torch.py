@@ -1,7 +1,5 @@
 """PyTorch: eager, seeded `torch.Generator` per draw (a pure function of the seed)."""
 
-import contextlib
-
 import keras
 import torch
 
@@ -64,16 +62,5 @@ def has_float64():
     return True
 
 
-def eager_scope():
-    return contextlib.nullcontext()  # variables are concrete when the optimizer is built
-
-
-_compiled = {}
-
-
-def assign_moved(owner, fn, variables, args, static):
-    """`owner.assign(variable, fn(*args, **static))` for each variable, `fn` compiled once."""
-    if fn not in _compiled:
-        _compiled[fn] = jit(fn, static_argnames=tuple(static))
-    for variable, value in zip(variables, _compiled[fn](*args, **static)):
-        owner.assign(variable, value)
+def gradients(loss, variables):
+    return torch.autograd.grad(loss(), [v.value for v in variables], allow_unused=True)
