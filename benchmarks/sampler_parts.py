@@ -14,10 +14,20 @@ one vector of d parameters, interleaved in one process:
   order, and in sorted order;
 - zim: `keras_zim.ZIM(rate)` applying the whole step.
 
+With `--model`, the dense passes of a ZIM step on a real model's variables
+instead (what a step costs before any trial): the flat copy of all gradients
+(the sampler gathers the leaves of its tree from it), float64 block sums of
+that copy, a zeroed count vector, and the update `w <- w - x sign(g)` of every
+variable from the counts; then ZIM with almost no trials (`r = 1e-6`), at
+`r = 0.01` and at its defaults.
+
     python benchmarks/sampler_parts.py --size 1e7 --rate 0.1
+    python benchmarks/sampler_parts.py --model transformer
 """
 
 import argparse
+import os
+import sys
 import time
 
 import keras
@@ -56,14 +66,62 @@ def parts(size, trials):
     return {name: tf.function(f, jit_compile=True) for name, f in functions.items()}
 
 
+def dense_parts(shapes):
+    """The dense passes of a ZIM step on variables of `shapes`, and whole steps, against SGD."""
+    rng = np.random.default_rng(0)
+    gradients = [tf.constant(rng.normal(0.0, 1e-3, s).astype("float32")) for s in shapes]
+    weights = [tf.Variable(tf.zeros(s)) for s in shapes]
+    sizes = [int(np.prod(s)) for s in shapes]
+    size = sum(sizes)
+    flat = tf.Variable(tf.zeros([size]))
+    counts = tf.Variable(tf.zeros([size], tf.int32))
+    blocks = tf.Variable(tf.zeros([size // 16], tf.float64))
+    ends = np.cumsum([0] + sizes)
+
+    def sgd():
+        for w, g in zip(weights, gradients):
+            w.assign_sub(0.01 * g)
+        return weights[0][0]
+
+    def update():
+        for w, g, start, end in zip(weights, gradients, ends[:-1], ends[1:]):
+            c = tf.reshape(counts[start:end], w.shape)
+            w.assign(tf.where(c > 0, tf.clip_by_value(w - tf.cast(c, w.dtype) * tf.sign(g), -2.0**24, 2.0**24), w))
+        return weights[0][0]
+
+    whole = size // 16 * 16
+    functions = {
+        "sgd": sgd,
+        "flat copy": lambda: flat.assign(tf.concat([tf.reshape(g, [-1]) for g in gradients], 0))[0],
+        "block sums": lambda: blocks.assign(tf.reduce_sum(tf.reshape(tf.abs(tf.cast(flat[:whole], tf.float64)), [-1, 16]), -1))[0],
+        "zeroed counts": lambda: counts.assign(tf.tensor_scatter_nd_add(tf.zeros([size], tf.int32), [[0]], [0]))[0],
+        "update from counts": update,
+    }
+    for name, rate in (("zim r=1e-6", 1e-6), ("zim r=0.01", 0.01), ("zim", 0.1)):
+        optimizer = keras_zim.ZIM(rate, seed=0)
+        optimizer.build(weights)
+        functions[name] = lambda optimizer=optimizer: optimizer.apply(gradients, weights) or optimizer.iterations
+    return {name: tf.function(f, jit_compile=True) for name, f in functions.items()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=float, default=1e7)
     parser.add_argument("--rate", type=float, default=0.1, help="trials = rate * size (ZIM's n r at n = d)")
+    parser.add_argument("--model", default=None, help="transformer or resnet50: the dense passes on its variables")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
     size = int(args.size)
-    compiled = parts(size, int(args.rate * size))
+    if args.model:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from real_models import shapes_of  # noqa: E402  (beside this file)
+
+        shapes = shapes_of(args.model)
+        compiled = dense_parts(shapes)
+        title = f"{args.model}, {len(shapes)} variables, {sum(int(np.prod(s)) for s in shapes):,} parameters"
+    else:
+        compiled = parts(size, int(args.rate * size))
+        title = f"d = {size:.0e}, {int(args.rate * size):,} trials"
     for function in compiled.values():
         function()
         function()
@@ -74,7 +132,7 @@ def main(argv=None):
             np.asarray(function())
             times[name].append(time.perf_counter() - start)
     sgd = np.median(times["sgd"])
-    print(f"| part (d = {size:.0e}, {int(args.rate * size)} trials) | median ms | x SGD |")
+    print(f"| part ({title}) | median ms | x SGD |")
     print("| --- | --- | --- |")
     for name, t in times.items():
         print(f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / sgd:.2f} |")

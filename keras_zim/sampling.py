@@ -570,7 +570,6 @@ def _owner(layout, counts):
 
 def _place_uniform(counts, layout, uniform, slots, seed):
     """Adds `uniform[s]` uniform trials to each segment `s`, `slots[g]` per segment of group `g` a round."""
-    dump = counts.shape[0] - 1
     bounds = [0] + list(np.cumsum([count for _, count, _ in layout.groups]))
     slot_per_segment = ops.convert_to_tensor(
         np.concatenate([np.full(count, k, np.float64) for (_, count, _), k in zip(layout.groups, slots)])
@@ -585,22 +584,23 @@ def _place_uniform(counts, layout, uniform, slots, seed):
 
     def body(step, counts):
         draws = ops.split(_uniform([sum(sizes)], key, step), splits) if splits else [_uniform([sizes[0]], key, step)]
-        indices = []
+        indices, lives = [], []
         for g, ((start, count, size), k) in enumerate(zip(layout.groups, slots)):
             local = ops.minimum(ops.cast(ops.floor(ops.reshape(draws[g], [count, k]) * size), "int32"), size - 1)
             rank = ops.cast(step * k + ops.arange(k, dtype="int32"), "float64")
             live = rank[None, :] < uniform[bounds[g] : bounds[g + 1], None]
             cell = start + ops.arange(count, dtype="int32")[:, None] * size + local
-            indices.append(ops.reshape(ops.where(live, cell, dump), [-1]))
+            indices.append(ops.reshape(cell, [-1]))
+            lives.append(ops.reshape(live, [-1]))
         index = ops.concatenate(indices, axis=0) if len(indices) > 1 else indices[0]
-        return step + 1, backend.scatter_add(counts, index)
+        live = ops.concatenate(lives, axis=0) if len(lives) > 1 else lives[0]
+        return step + 1, backend.scatter_add(counts, index, live)
 
     return ops.while_loop(more, body, (ops.convert_to_tensor(0, "int32"), counts))[1]
 
 
 def _place_searched(counts, layout, tree, searched, seed, chunk):
     """Adds `searched[s]` (int32) trials to each segment `s`, landing on cell `i` with probability ~ leaf `i`."""
-    dump = counts.shape[0] - 1
     total = ops.sum(searched)
     owner = _owner(layout, searched)
     key = _stream(seed, 2)
@@ -613,8 +613,8 @@ def _place_searched(counts, layout, tree, searched, seed, chunk):
         segment = owner(rank)
         target = tree.arith.target(backend.fold_in(key, step), backend.gather(tree.total, segment))
         local = ops.minimum(tree.locate(segment, target), backend.gather(tree.sizes, segment) - 1)
-        index = ops.where(rank < total, backend.gather(tree.cell_starts, segment) + local, dump)
-        return step + 1, backend.scatter_add(counts, index)
+        index = backend.gather(tree.cell_starts, segment) + local
+        return step + 1, backend.scatter_add(counts, index, rank < total)
 
     return ops.while_loop(more, body, (ops.convert_to_tensor(0, "int32"), counts))[1]
 
@@ -633,7 +633,7 @@ def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, sear
     share = ops.where(usable, spread / (mass + spread), 0.0)
     passing = binomial(trials, ops.where(usable, rate, 0.0), backend.fold_in(seed, -1))
     uniform = binomial(passing, share, backend.fold_in(seed, -2))
-    counts = ops.zeros([magnitudes.shape[0] + 1], "int32")  # the last cell takes the dead slots
+    counts = ops.zeros([magnitudes.shape[0]], "int32")
     counts = _place_uniform(counts, layout, uniform, slots, seed)
     return _place_searched(counts, layout, tree, ops.cast(passing - uniform, "int32"), seed, search_chunk)
 
@@ -643,7 +643,6 @@ def _place_mixed(counts, layout, passing, threshold, seed, chunk):
 
     Returns the counts and, per segment, the trials left to search.
     """
-    dump = counts.shape[0] - 1
     total = ops.sum(passing)
     owner = _owner(layout, passing)
     starts = ops.convert_to_tensor(layout.starts)
@@ -661,7 +660,7 @@ def _place_mixed(counts, layout, passing, threshold, seed, chunk):
         bounds = (backend.gather(threshold[0], segment), backend.gather(threshold[1], segment))
         uniform = live & _below((words[0], words[1]), bounds)
         cell = backend.gather(starts, segment) + _uniform_cells((words[2], words[3]), backend.gather(sizes, segment))
-        counts = backend.scatter_add(counts, ops.where(uniform, cell, dump))
+        counts = backend.scatter_add(counts, cell, uniform)
         left = ops.segment_sum(ops.cast(live & ~uniform, "int32"), segment, num_segments=layout.count)
         return step + 1, counts, searched + left
 
@@ -698,7 +697,7 @@ def _draw_float32x2(magnitudes, layout, trials, rate, smoothing, seed, slots, se
     drawn = binomial(ops.convert_to_tensor(np.asarray(pieces, np.float32)), backend.gather(rate, owner),
                      backend.fold_in(seed, -1))
     passing = ops.segment_sum(ops.cast(drawn, "int32"), owner, num_segments=layout.count)
-    counts = ops.zeros([magnitudes.shape[0] + 1], "int32")
+    counts = ops.zeros([magnitudes.shape[0]], "int32")
     per_round = sum(count * k for (_, count, _), k in zip(layout.groups, slots))  # as _place_uniform's rounds
     counts, searched = _place_mixed(counts, layout, passing, threshold, seed, min(per_round, MAX_CHUNK))
     return _place_searched(counts, layout, tree, searched, seed, max(search_chunk, min(per_round, SEARCH_CHUNK)))
@@ -744,7 +743,7 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
         )
     else:
         raise ValueError(f"Argument `precision` must be 'float64' or 'float32x2'. Received: precision={precision!r}")
-    return counts[:-1]
+    return counts
 
 
 def _counts(weights, smoothing, total_count, rate, seed, chunk, precision):

@@ -12,7 +12,7 @@ needs only the backend in use:
   `fn(*args, **static)` to `variables` (on TensorFlow inside one XLA function).
 - `bits24(shape, seed)`: uniform int32 in `[0, 2**24)`.
 - `gather(values, index)`: `values[index]` along the first axis, indices in range.
-- `scatter_add(counts, index)`: `counts` with 1 added at each `index` (repeats add up).
+- `scatter_add(counts, index, live)`: `counts` with 1 added at each `index` where `live` (repeats add up; indices in range).
 - `high_half(x)`: float32 `x` with its 12 low mantissa bits cleared (exact).
 - `eager_scope()`: a context that runs eagerly (out of a traced function).
 - `gradients(loss, variables)`: gradients of `loss()` with respect to `variables` (None where unconnected).

@@ -29,8 +29,8 @@ def gather(values, index):
     return values.at[index].get(mode="promise_in_bounds")
 
 
-def scatter_add(counts, index):
-    return counts.at[index].add(1, mode="promise_in_bounds")
+def scatter_add(counts, index, live):
+    return counts.at[index].add(live.astype(counts.dtype), mode="promise_in_bounds")
 
 
 def high_half(x):

@@ -22,8 +22,8 @@ def gather(values, index):
     return tf.gather(values, index)
 
 
-def scatter_add(counts, index):
-    return tf.tensor_scatter_nd_add(counts, index[:, None], tf.ones_like(index))
+def scatter_add(counts, index, live):
+    return tf.tensor_scatter_nd_add(counts, index[:, None], tf.cast(live, counts.dtype))
 
 
 def high_half(x):

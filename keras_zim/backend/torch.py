@@ -46,8 +46,8 @@ def gather(values, index):
     return values[index.long()]
 
 
-def scatter_add(counts, index):
-    return counts.index_add(0, index.long(), torch.ones_like(index, dtype=counts.dtype))
+def scatter_add(counts, index, live):
+    return counts.index_add(0, index.long(), live.to(counts.dtype))
 
 
 def high_half(x):
