@@ -8,9 +8,11 @@ process, reported next to baselines measured in the same run (these machines
 are noisy): `optimizer.apply` of ZIM at its defaults and variants against
 Keras SGD and Adam under XLA on real models (real_models.py), the cost as the
 same parameters are split into more variables, peak memory of a step against
-SGD's in fresh processes, `model.fit` step times, and the exact sampler
+SGD's in fresh processes, `model.fit` step times, the exact sampler
 against sampling with `tfp.distributions.Multinomial` directly (and torch's,
-the paper's, when torch is installed).
+the paper's, when torch is installed), and the parts of a step
+(sampler_parts.py). Everything from the line `NOTES` on in the old file is
+kept: the hand-written notes survive a rerun.
 """
 
 import argparse
@@ -31,8 +33,10 @@ from keras_zim import sampling
 
 sys.path.insert(0, os.path.dirname(__file__))
 import real_models  # noqa: E402  (benchmarks/real_models.py, beside this file)
+import sampler_parts  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+NOTES = "<!-- Hand-written notes below: benchmarks/run.py keeps them. -->"
 
 
 def _median_ms(function, rounds):
@@ -140,6 +144,21 @@ def fit_step_ms(name, rounds, batches=4, batch=32):
     return {label: (1e3 * float(np.median(t)), first[label]) for label, t in times.items()}
 
 
+def parts_table(compiled, title, rounds):
+    """Markdown rows `| part | median ms | x SGD |` for `sampler_parts`' compiled functions, interleaved."""
+    for function in compiled.values():
+        function()
+    times = {name: [] for name in compiled}
+    for _ in range(rounds):
+        for name, function in compiled.items():
+            start = time.perf_counter()
+            np.asarray(function())
+            times[name].append(time.perf_counter() - start)
+    sgd = np.median(times["sgd"])
+    lines = [f"| part ({title}) | median ms | x SGD |", "| --- | --- | --- |"]
+    return lines + [f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / sgd:.2f} |" for name, t in times.items()]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds; no model.fit section")
@@ -199,8 +218,20 @@ def main(argv=None):
         print(lines[-1], flush=True)
     if "torch Multinomial" not in result:
         lines.append("\ntorch is not installed here, so the paper's sampler was not timed in this run.")
+    lines += ["", "## The parts of a step (`benchmarks/sampler_parts.py`)", ""]
+    shapes = real_models.shapes_of("transformer")
+    lines += parts_table(sampler_parts.dense_parts(shapes), "transformer, dense passes", rounds) + [""]
+    for rate in (0.1, 0.01):
+        lines += parts_table(sampler_parts.parts(10**7, int(rate * 10**7)), f"d = 1e7, {int(rate * 1e7):,} trials", rounds)
+        lines.append("")
+    print("parts", flush=True)
+    notes = ""
+    if os.path.exists(args.out):
+        with open(args.out) as handle:
+            old = handle.read()
+        notes = old[old.index(NOTES):] if NOTES in old else ""
     with open(args.out, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write("\n".join(lines) + "\n" + (notes or NOTES + "\n"))
     print("wrote", args.out)
 
 
