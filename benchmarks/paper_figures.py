@@ -2,8 +2,9 @@
 
 Reads, under `--runs` (each a `keras-zim reproduce` or `keras-zim tune` output):
 
-- `paper-<model>/`: `keras-zim reproduce --preset paper --model <model>`;
-- `fixed-<model>/` (conv, resnet): the same with keras_zim's fix
+- `paper-<model>/`: `keras-zim reproduce --preset paper --model <model>` (for
+  paper_conv: `paper-paper_conv/`);
+- `fixed-<model>/` (models with convolutions): the same with keras_zim's fix
   (`--integer-init keras_zim --calibration-images 512`);
 - `tune-<model>/final/`: `keras-zim tune ... --model <model>`, the tuned
   settings rerun on the full training set.
@@ -25,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from keras_zim import report  # noqa: E402
 
-MODELS = ("linear", "hidden", "conv", "resnet")
+MODELS = ("linear", "hidden", "conv", "resnet", "paper_conv", "resnet18")
 
 
 def _load(path):
@@ -46,7 +47,7 @@ def rows(runs_dir, model):
              "sgd": "SGD 0.01"}
     if paper:
         for name in paper["config"]["optimizers"]:
-            broken = " [paper's init]" if model in ("conv", "resnet") and name != "sgd" else ""
+            broken = " [paper's init]" if model not in ("linear", "hidden") and name != "sgd" else ""
             found.append((f"paper: {names[name]}{broken}", paper, name))
     if fixed:
         for name in fixed["config"]["optimizers"]:
