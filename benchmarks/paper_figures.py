@@ -51,8 +51,11 @@ def rows(runs_dir, model):
             found.append((f"paper: {names[name]}{broken}", paper, name))
     if fixed:
         for name in fixed["config"]["optimizers"]:
-            fix = "BN calibration" if name == "sgd" else "keras_zim init + BN calibration"
-            found.append((f"fixed: {names[name]} [{fix}]", fixed, name))
+            # Calibration is a no-op (and not noted in the settings) for a model without BatchNorm.
+            fixes = [] if name == "sgd" else ["keras_zim init"]
+            if "BatchNorm statistics recomputed" in fixed["optimizer_settings"][name]:
+                fixes.append("BN calibration")
+            found.append((f"fixed: {names[name]} [{' + '.join(fixes)}]", fixed, name))
     if tuned:
         for name in tuned["config"]["optimizers"]:
             found.append((f"tuned: {tuned['optimizer_settings'][name].split(';')[0]}", tuned, name))
