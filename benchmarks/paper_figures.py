@@ -2,8 +2,9 @@
 
 Reads, under `--runs` (each a `keras-zim reproduce` or `keras-zim tune` output):
 
-- `paper-<model>/`: `keras-zim reproduce --preset paper --model <model>`;
-- `fixed-<model>/` (conv, resnet): the same with keras_zim's fix
+- `paper-<model>/`: `keras-zim reproduce --preset paper --model <model>` (for
+  paper_conv: `paper-paper_conv/`);
+- `fixed-<model>/` (models with convolutions): the same with keras_zim's fix
   (`--integer-init keras_zim --calibration-images 512`);
 - `tune-<model>/final/`: `keras-zim tune ... --model <model>`, the tuned
   settings rerun on the full training set.
@@ -25,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from keras_zim import report  # noqa: E402
 
-MODELS = ("linear", "hidden", "conv", "resnet")
+MODELS = ("linear", "hidden", "conv", "resnet", "paper_conv", "resnet18")
 
 
 def _load(path):
@@ -46,12 +47,15 @@ def rows(runs_dir, model):
              "sgd": "SGD 0.01"}
     if paper:
         for name in paper["config"]["optimizers"]:
-            broken = " [paper's init]" if model in ("conv", "resnet") and name != "sgd" else ""
+            broken = " [paper's init]" if model not in ("linear", "hidden") and name != "sgd" else ""
             found.append((f"paper: {names[name]}{broken}", paper, name))
     if fixed:
         for name in fixed["config"]["optimizers"]:
-            fix = "BN calibration" if name == "sgd" else "keras_zim init + BN calibration"
-            found.append((f"fixed: {names[name]} [{fix}]", fixed, name))
+            # Calibration is a no-op (and not noted in the settings) for a model without BatchNorm.
+            fixes = [] if name == "sgd" else ["keras_zim init"]
+            if "BatchNorm statistics recomputed" in fixed["optimizer_settings"][name]:
+                fixes.append("BN calibration")
+            found.append((f"fixed: {names[name]} [{' + '.join(fixes)}]", fixed, name))
     if tuned:
         for name in tuned["config"]["optimizers"]:
             found.append((f"tuned: {tuned['optimizer_settings'][name].split(';')[0]}", tuned, name))

@@ -21,6 +21,8 @@ import sys
 import time
 from importlib import metadata
 
+from keras_zim.models import MODELS
+
 __all__ = ["OPTIMIZERS", "PRESETS", "build_parser", "main", "parse_args", "reproduce"]
 
 OPTIMIZERS = ("zim", "zim-variable", "zim-perparam", "sgd", "adam")
@@ -118,7 +120,7 @@ PRESETS = {
 
 START_NOTES = {
     "pytorch": "PyTorch's default start (kernels VarianceScaling(1/3, fan_in, uniform) = "
-               "U(+-1/sqrt(fan_in)), dense biases U(+-1/sqrt(fan_in)))",
+               "U(+-1/sqrt(fan_in)), biases U(+-1/sqrt(fan_in)))",
     "keras": "Keras's default start (Glorot uniform kernels, zero biases)",
 }
 INTEGER_NOTES = {
@@ -139,8 +141,10 @@ def _add_experiment_options(parser):
              "10 epochs, 10 runs, test every 20 iterations; optimizers zim,zim-perparam,sgd). "
              "Options given explicitly override the preset")
     add("--dataset", choices=("mnist", "cifar10"), default="mnist", help="default: mnist")
-    add("--model", choices=("linear", "hidden", "conv", "resnet"), default="hidden",
-        help="linear (784-10), hidden (784-128-10), conv or resnet; each ends in a "
+    add("--model", choices=MODELS, default="hidden",
+        help="linear (784-10), hidden (784-128-10), conv or resnet (keras_zim's small "
+             "BatchNorm models), paper_conv (the authors' convolutional model, 421,642 "
+             "parameters) or resnet18 (the authors' ResNet-18, 11.2M); each ends in a "
              "LayerNorm without scale or offset; default: hidden")
     add("--optimizers", type=_optimizer_list, default=["zim", "sgd"], metavar="LIST",
         help=f"comma-separated, from {', '.join(OPTIMIZERS)} (zim-perparam: scope=variable with "
@@ -163,7 +167,8 @@ def _add_experiment_options(parser):
     add("--adam-rate", type=_positive, default=0.001, help="Adam's learning rate; default: 0.001 (Keras's)")
     add("--init", choices=tuple(START_NOTES), default="pytorch",
         help="start of the real-valued optimizers (sgd, adam): pytorch (the paper's: kernels "
-             "VarianceScaling(1/3, fan_in, uniform), dense biases U(+-1/sqrt(fan_in))) or keras "
+             "VarianceScaling(1/3, fan_in, uniform), biases U(+-1/sqrt(fan_in)); resnet18: "
+             "torchvision's) or keras "
              "(Glorot uniform kernels, zero biases); default: pytorch")
     add("--integer-init", choices=tuple(INTEGER_NOTES), default="keras_zim",
         help="start of the ZIM optimizers: keras_zim (the paper's rule for dense kernels, one "
@@ -177,7 +182,7 @@ def _add_experiment_options(parser):
         help="carve the last N training images off as a validation set and evaluate on it "
              "instead of the test set (for tuning); default: 0 (the test set)")
     add("--calibration-images", type=_non_negative_int, default=512, metavar="N",
-        help="models with BatchNorm (conv, resnet): before each test evaluation, recompute "
+        help="models with BatchNorm (conv, resnet, resnet18): before each test evaluation, recompute "
              "BatchNorm's statistics from the first N images of the run's shuffled training "
              "set under the current weights (keras_zim.models.calibrate_batch_norm), for every "
              "optimizer; ZIM's steps make the moving averages stale. 0 keeps the moving "
@@ -315,10 +320,24 @@ def _settings(name, args):
         default = " (ZIM's default)" if args.learning_rate is None else ""
         relative = " x mean|g| (relative)" if args.relative_smoothing else ""
         return (f"ZIM r={_zim_rate(args):g}{default}, n={trials}, c={args.smoothing:g}{relative}, "
-                f"scope={scope}; {INTEGER_NOTES[args.integer_init]}")
+                f"scope={scope}; {INTEGER_NOTES[args.integer_init]}{_model_start_note(args, True)}")
     if name == "sgd":
-        return f"SGD lr={args.sgd_rate:g}; {START_NOTES[args.init]}"
-    return f"Adam lr={args.adam_rate:g}; {START_NOTES[args.init]}"
+        return f"SGD lr={args.sgd_rate:g}; {START_NOTES[args.init]}{_model_start_note(args, False)}"
+    return f"Adam lr={args.adam_rate:g}; {START_NOTES[args.init]}{_model_start_note(args, False)}"
+
+
+def _model_start_note(args, discrete):
+    """What resnet18's start adds to the notes: its BatchNorm scales, torchvision's kernels."""
+    if args.model != "resnet18":
+        return ""
+    if discrete and args.integer_init == "paper":
+        return "; BatchNorm scales by the paper's rule over ones: Multinomial(C, uniform) counts (about 37% 0)"
+    if discrete:
+        return "; BatchNorm scales 1"
+    if args.init == "pytorch":
+        return ("; resnet18 as the authors' code starts it: torchvision's convolutions "
+                "(normal, std sqrt(2 / fan_out)), PyTorch's default stem and fc, BatchNorm scales 1")
+    return "; BatchNorm scales 1"
 
 
 def _calibration_images(args, seed):

@@ -1,10 +1,12 @@
-"""The paper's four models, scale-invariant so that integer weights work.
+"""The paper's models, scale-invariant so that integer weights work.
 
 Integer weights make activations large; a normalisation without scale or
 offset makes each model invariant to that scale. `linear` and `hidden` end in
 `LayerNormalization(center=False, scale=False)` on the logits, as in the
-paper's code; `conv` and `resnet` normalise every convolution with
-`BatchNormalization(center=False, scale=False)` and end in the same LayerNorm.
+paper's code; `conv` and `resnet` (keras_zim's small models) normalise every
+convolution with `BatchNormalization(center=False, scale=False)` and end in
+the same LayerNorm. `paper_conv` and `resnet18` are the authors' own
+convolutional model and ResNet-18, layer for layer (see `build_model`).
 With `discrete=True` every kernel starts as integers from
 `keras_zim.initializers.Discrete` and every bias at zero, so all trainable
 weights start on the grid; otherwise real-valued weights start as `init` says:
@@ -29,9 +31,9 @@ import keras
 
 from keras_zim.initializers import Discrete
 
-__all__ = ["INITS", "MODELS", "build_model", "calibrate_batch_norm", "pytorch_kernel"]
+__all__ = ["INITS", "MODELS", "build_model", "calibrate_batch_norm", "pytorch_kernel", "torchvision_conv_kernel"]
 
-MODELS = ("linear", "hidden", "conv", "resnet")
+MODELS = ("linear", "hidden", "conv", "resnet", "paper_conv", "resnet18")
 INITS = ("keras", "pytorch")
 _DRAWS = ("kernel", "unit")
 
@@ -54,6 +56,25 @@ def pytorch_kernel(seed=None):
     )
 
 
+def torchvision_conv_kernel(seed=None):
+    """torchvision's ResNet convolution initialisation.
+
+    `kaiming_normal_(mode="fan_out", nonlinearity="relu")`: normal with
+    standard deviation sqrt(2 / fan_out), Keras's
+    `VarianceScaling(scale=2, mode="fan_out", distribution="untruncated_normal")`
+    (fan_out = kernel height x width x filters in both).
+
+    Args:
+        seed: int or None. Defaults to `None`.
+
+    Returns:
+        A `keras.initializers.VarianceScaling`.
+    """
+    return keras.initializers.VarianceScaling(
+        scale=2.0, mode="fan_out", distribution="untruncated_normal", seed=seed
+    )
+
+
 class _Kernels:
     """Kernel and bias initialisers with a distinct, reproducible seed per layer."""
 
@@ -65,18 +86,32 @@ class _Kernels:
         self.discrete_base = discrete_base
         self.count = 0
 
-    def __call__(self, draw="kernel"):
+    def __call__(self, draw="kernel", pytorch=pytorch_kernel):
+        """The next layer's kernel initialiser; `pytorch` is that layer's PyTorch start."""
         self.count += 1
         seed = self.seed * 1000 + self.count
         if self.discrete:
             if draw == "unit":
                 draw = self.conv_draw
             if self.discrete_base == "pytorch":
-                return Discrete(base=pytorch_kernel(seed), seed=seed, draw=draw)
+                return Discrete(base=pytorch(seed), seed=seed, draw=draw)
             return Discrete(seed=seed, draw=draw)
         if self.init == "pytorch":
-            return pytorch_kernel(seed)
+            return pytorch(seed)
         return keras.initializers.GlorotUniform(seed=seed)
+
+    def scale(self):
+        """BatchNorm's scale: ones, or the paper's rule over ones for the paper's integer start.
+
+        The authors' `custom_init` draws every parameter named `weight`,
+        BatchNorm's included, as `Multinomial(round(size ** (1/ndim)), q)`
+        counts: over a scale of ones that is `Multinomial(C, uniform)` over C
+        channels, about exp(-1) = 37% of them 0. keras_zim's start keeps 1.
+        """
+        if self.discrete and self.conv_draw == "kernel":
+            self.count += 1
+            return Discrete(base="ones", seed=self.seed * 1000 + self.count, draw="kernel")
+        return "ones"
 
     def bias(self, fan_in):
         """Zeros (integer weights, Keras), or PyTorch's U(+-1/sqrt(fan_in))."""
@@ -111,6 +146,69 @@ def _residual(x, filters, kernels, strides):
     return keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
 
 
+def _paper_norm(axis=-1):
+    """`F.layer_norm(x, x.shape[1:])`: no scale or offset, PyTorch's epsilon."""
+    return keras.layers.LayerNormalization(axis=axis, epsilon=1e-5, center=False, scale=False)
+
+
+def _paper_conv(inputs, kernels):
+    x = inputs
+    for filters in (32, 64):
+        fan_in = 3 * 3 * x.shape[-1]
+        x = keras.layers.Conv2D(
+            filters, 3, padding="same", activation="relu",
+            kernel_initializer=kernels("unit"), bias_initializer=kernels.bias(fan_in),
+        )(x)
+        x = keras.layers.MaxPooling2D()(x)
+        x = _paper_norm(axis=[1, 2, 3])(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(
+        128, activation="relu", kernel_initializer=kernels(), bias_initializer=kernels.bias(x.shape[-1])
+    )(x)
+    return _paper_norm()(x)
+
+
+def _torch_conv(x, filters, size, kernels, strides=1, pytorch=torchvision_conv_kernel):
+    """`nn.Conv2d(padding=size // 2, bias=False)`: "same" padding is PyTorch's only at stride 1."""
+    padding = "same"
+    if strides > 1 and size > 1:
+        x = keras.layers.ZeroPadding2D(size // 2)(x)
+        padding = "valid"
+    return keras.layers.Conv2D(
+        filters, size, strides=strides, padding=padding, use_bias=False,
+        kernel_initializer=kernels("unit", pytorch=pytorch),
+    )(x)
+
+
+def _torch_batch_norm(x, kernels):
+    """`nn.BatchNorm2d`: momentum 0.1 (Keras's 0.9), epsilon 1e-5, scale and offset."""
+    return keras.layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-5, gamma_initializer=kernels.scale()
+    )(x)
+
+
+def _basic_block(x, filters, kernels, strides):
+    shortcut = x
+    y = _torch_conv(x, filters, 3, kernels, strides)
+    y = keras.layers.ReLU()(_torch_batch_norm(y, kernels))
+    y = _torch_batch_norm(_torch_conv(y, filters, 3, kernels), kernels)
+    if strides != 1 or shortcut.shape[-1] != filters:
+        shortcut = _torch_batch_norm(_torch_conv(shortcut, filters, 1, kernels, strides), kernels)
+    return keras.layers.ReLU()(keras.layers.Add()([shortcut, y]))
+
+
+def _resnet18(inputs, kernels):
+    # The authors replace torchvision's stem by a new nn.Conv2d (PyTorch's default start).
+    x = _torch_conv(inputs, 64, 7, kernels, strides=2, pytorch=pytorch_kernel)
+    x = keras.layers.ReLU()(_torch_batch_norm(x, kernels))
+    # nn.MaxPool2d(3, 2, padding=1); its inputs are >= 0, so zero padding is -inf padding.
+    x = keras.layers.MaxPooling2D(3, strides=2)(keras.layers.ZeroPadding2D(1)(x))
+    for filters, strides in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        x = _basic_block(x, filters, kernels, strides)
+        x = _basic_block(x, filters, kernels, 1)
+    return keras.layers.GlobalAveragePooling2D()(x)
+
+
 def build_model(
     name,
     input_shape=(28, 28, 1),
@@ -131,6 +229,23 @@ def build_model(
     - `resnet`: a 3x3 stem (16 filters) and three residual blocks (16, 32 and
       64 filters, the last two with stride 2), global average pooling,
       `Dense(num_classes)`, LayerNorm.
+    - `paper_conv`: the authors' convolutional model: two 3x3 convolutions
+      ("same" padding, 32 and 64 filters, with biases) each followed by ReLU,
+      2x2 max pooling and a LayerNorm over (H, W, C), then `Dense(128, relu)`,
+      LayerNorm, `Dense(num_classes)`, LayerNorm; every LayerNorm without
+      scale or offset, epsilon 1e-5 (421,642 parameters on MNIST).
+    - `resnet18`: the authors' ResNet-18: torchvision's `resnet18` with a new
+      7x7 stride-2 stem for the input's channels, 3x3 stride-2 max pooling,
+      four stages of two BasicBlocks (64, 128, 256 and 512 filters, 1x1
+      projection shortcuts where the shape changes), BatchNorm with scale and
+      offset (epsilon 1e-5), global average pooling, `Dense(num_classes)`,
+      LayerNorm (11,175,370 trainable parameters on MNIST). Padding is
+      PyTorch's (explicit zero padding before strided convolutions).
+      With `init="pytorch"` its convolutions start as torchvision's
+      (`torchvision_conv_kernel`), the stem and `Dense` as `pytorch_kernel`.
+      BatchNorm's scale starts at 1, and with `discrete=True` and
+      `conv_draw="kernel"` as the authors' integer start has it:
+      `Multinomial(C, uniform)` counts over C channels, about 37% of them 0.
 
     Train with `from_logits=True` losses.
 
@@ -149,11 +264,12 @@ def build_model(
             +-1/sqrt(fan_in)). Defaults to `"keras"`.
         conv_draw: `Discrete`'s `draw` for convolution kernels (with
             `discrete=True`): `"unit"` (keras_zim's fix) or `"kernel"` (the
-            paper's rule, which leaves most channels all zero). Defaults to
-            `"unit"`.
+            paper's rule, which leaves most channels all zero; in
+            `resnet18` it also draws BatchNorm's scales by the paper's rule).
+            Defaults to `"unit"`.
         discrete_base: the base `w0` of the integer kernels:
-            `"glorot_uniform"` or `"pytorch"` (`pytorch_kernel`, as in the
-            authors' code). Defaults to `"glorot_uniform"`.
+            `"glorot_uniform"` or `"pytorch"` (each layer's PyTorch start, as
+            in the authors' code). Defaults to `"glorot_uniform"`.
 
     Returns:
         An uncompiled `keras.Model` named `name`.
@@ -180,6 +296,10 @@ def build_model(
             x = keras.layers.Dense(
                 128, activation="relu", kernel_initializer=kernels(), bias_initializer=kernels.bias(x.shape[-1])
             )(x)
+    elif name == "paper_conv":
+        x = _paper_conv(inputs, kernels)
+    elif name == "resnet18":
+        x = _resnet18(inputs, kernels)
     elif name == "conv":
         x = inputs
         for filters in (16, 32):
@@ -194,7 +314,7 @@ def build_model(
     x = keras.layers.Dense(
         num_classes, kernel_initializer=kernels(), bias_initializer=kernels.bias(x.shape[-1])
     )(x)
-    outputs = _scale_free()(x)
+    outputs = _paper_norm()(x) if name in ("paper_conv", "resnet18") else _scale_free()(x)
     return keras.Model(inputs, outputs, name=name)
 
 

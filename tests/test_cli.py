@@ -95,7 +95,9 @@ def test_cifar10_offline_without_synthetic_fails_clearly(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--optimizers", "zim,rmsprop"], "argument --optimizers: invalid choice: 'rmsprop' (choose a "
                                       "comma-separated list from zim, zim-variable, zim-perparam, sgd, adam)"),
-    (["--model", "vgg"], "argument --model: invalid choice: 'vgg' (choose from"),
+    (["--model", "vgg"], "argument --model: invalid choice: 'vgg' (choose from 'linear', 'hidden', "
+                         "'conv', 'resnet', 'paper_conv', 'resnet18')"),
+    (["--model", "resnet50"], "argument --model: invalid choice: 'resnet50' (choose from"),
     (["--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet' (choose from"),
     (["--epochs", "0"], "argument --epochs: must be a positive integer, got '0'"),
     (["--learning-rate", "2"], "argument --learning-rate: must be a number in [0, 1], got '2'"),
@@ -163,6 +165,41 @@ def test_preset_paper_is_the_authors_setup_and_explicit_options_override_it():
     args = cli.parse_args(["reproduce", "--preset", "paper", "--runs", "3", "--integer-init", "keras_zim",
                            "--calibration-images", "512"])
     assert (args.runs, args.integer_init, args.calibration_images, args.learning_rate) == (3, "keras_zim", 512, 1.0)
+
+
+@pytest.mark.parametrize("model", ["paper_conv", "resnet18"])
+def test_the_authors_models_are_accepted(model):
+    from keras_zim import models
+
+    assert cli.MODELS == models.MODELS  # one list: the parser's choices are build_model's names
+    args = cli.parse_args(["reproduce", "--preset", "paper", "--model", model, "--runs", "3"])
+    assert (args.model, args.preset, args.runs, args.integer_init) == (model, "paper", 3, "paper")
+    args = cli.parse_args(["tune", "--model", model])
+    assert args.model == model
+
+
+def test_resnet18_says_where_its_batch_norm_scales_start():
+    paper = cli.parse_args(["reproduce", "--preset", "paper", "--model", "resnet18"])
+    assert cli._settings("zim", paper).endswith(
+        "; BatchNorm scales by the paper's rule over ones: Multinomial(C, uniform) counts (about 37% 0)")
+    assert "torchvision's convolutions (normal, std sqrt(2 / fan_out))" in cli._settings("sgd", paper)
+    fixed = cli.parse_args(["reproduce", "--preset", "paper", "--model", "resnet18", "--integer-init", "keras_zim"])
+    assert cli._settings("zim", fixed).endswith("; BatchNorm scales 1")
+    assert "BatchNorm" not in cli._settings("zim", cli.parse_args(["reproduce", "--model", "paper_conv"]))
+
+
+@pytest.mark.parametrize("model", ["paper_conv", "resnet18"])
+def test_the_authors_models_end_to_end_with_the_papers_start(tmp_path, model):
+    # One ZIM run of 2 steps (64 images in batches of 32) from the paper's integer start.
+    out = tmp_path / "out"
+    argv = ["reproduce", "--preset", "paper", "--model", model, "--optimizers", "zim", "--runs", "1",
+            "--batch-size", "32", "--train-limit", "64", "--test-limit", "50", "--epochs", "1",
+            "--eval-every", "1", "--quiet", "--data-dir", str(tmp_path / "no-tfds"), "--out", str(out)]
+    assert cli.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    (run,) = results["runs"]
+    assert run["integral_at_start"] and run["integral_at_end"] and run["iterations"] == 2
+    assert results["parameters"] == {"paper_conv": 421_642, "resnet18": 11_175_370 + 9_600}[model]
 
 
 def test_preset_paper_end_to_end(tmp_path):

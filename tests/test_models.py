@@ -1,4 +1,4 @@
-"""Tests of keras_zim.models: the paper's four models, integer-ready and scale-invariant."""
+"""Tests of keras_zim.models: the paper's models, integer-ready and scale-invariant."""
 
 import keras
 import numpy as np
@@ -9,7 +9,8 @@ import keras_zim
 from keras_zim import datasets
 from keras_zim import models
 
-SHAPES = {"linear": (28, 28, 1), "hidden": (28, 28, 1), "conv": (28, 28, 1), "resnet": (32, 32, 3)}
+SHAPES = {"linear": (28, 28, 1), "hidden": (28, 28, 1), "conv": (28, 28, 1), "resnet": (32, 32, 3),
+          "paper_conv": (28, 28, 1), "resnet18": (28, 28, 1)}
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +50,12 @@ def test_models_build_with_integer_or_default_weights(built, name, discrete):
     assert model.name == name and model.output_shape == (None, 7)
     assert keras_zim.is_integral(model) == discrete
     kernels = [w for w in model.trainable_weights if "kernel" in w.path]
-    biases = [w for w in model.trainable_weights if "bias" in w.path]
-    assert kernels and len(kernels) + len(biases) == len(model.trainable_weights)
+    biases = [w for w in model.trainable_weights if "bias" in w.path or "beta" in w.path]
+    scales = [w for w in model.trainable_weights if "gamma" in w.path]  # resnet18's BatchNorm
+    assert kernels and len(kernels) + len(biases) + len(scales) == len(model.trainable_weights)
+    assert bool(scales) == (name == "resnet18")
     assert all(np.all(np.asarray(b) == 0) for b in biases)
+    assert all(np.all(np.asarray(g) == 1) for g in scales)
     assert all(np.any(np.asarray(k) != 0) for k in kernels)
     # The logits are normalised per example: mean 0, variance 1 (up to LayerNorm's epsilon).
     logits = np.asarray(model(_images(SHAPES[name]), training=False))
@@ -100,18 +104,24 @@ def test_outputs_do_not_depend_on_the_scale_of_the_kernels(built, name):
     np.testing.assert_allclose(after, before, rtol=2e-2, atol=2e-2)
 
 
-@pytest.mark.parametrize("name", ["conv", "resnet"])
-def test_no_conv_channel_starts_all_zero(built, name):
+@pytest.mark.parametrize("name, convolutions", [("conv", 2), ("resnet", 9), ("paper_conv", 2), ("resnet18", 20)])
+def test_no_conv_channel_starts_all_zero(built, name, convolutions):
     # Discrete(draw="unit"): every output channel gets fan_in unit trials of its
     # own. With the paper's rule (e.g. 7 trials for a 3x3x16x16 kernel) most
     # channels started all zero and never moved.
     kernels = _conv_kernels(built(name, True))
-    assert len(kernels) == (2 if name == "conv" else 9)
+    assert len(kernels) == convolutions
     for kernel in kernels:
         k = np.asarray(kernel)
         assert np.all(k == np.round(k)), kernel.path
         per_channel = np.abs(k).reshape(-1, k.shape[-1]).sum(axis=0)
-        np.testing.assert_array_equal(per_channel, k.size // k.shape[-1], err_msg=kernel.path)
+        fan_in = k.size // k.shape[-1]
+        assert np.all(per_channel > 0), kernel.path
+        # Each channel's fan_in trials all count, except those that land on an entry where
+        # Glorot's float32 draw is exactly 0 (sign 0): about 2**-23 of the entries, so a
+        # handful of channels among resnet18's 11 million weights (3 at this seed).
+        assert np.all(per_channel <= fan_in), kernel.path
+        assert np.sum(per_channel < fan_in) <= max(2, k.size // 2**20), kernel.path
 
 
 @pytest.mark.parametrize("name", ["conv", "resnet"])
@@ -171,9 +181,14 @@ def test_calibrate_batch_norm_finds_nested_layers_and_skips_models_without_any(b
     np.testing.assert_allclose(np.asarray(inner.layers[0].moving_variance), batch.var(0), rtol=1e-6)
 
 
-def test_unknown_model():
-    with pytest.raises(ValueError, match=r"Argument `name` must be one of \('linear', 'hidden', 'conv', 'resnet'\)"):
-        models.build_model("vgg")
+@pytest.mark.parametrize("name", ["vgg", "resnet50", "convolutional", "ResNet18"])
+def test_unknown_model(name):
+    with pytest.raises(ValueError) as error:
+        models.build_model(name)
+    assert str(error.value) == (
+        "Argument `name` must be one of ('linear', 'hidden', 'conv', 'resnet', 'paper_conv', "
+        f"'resnet18'). Received: name={name!r}"
+    )
 
 
 def test_a_short_fit_with_zim_keeps_the_weights_integral():
@@ -262,3 +277,172 @@ def test_bad_start_arguments(argument, message):
     with pytest.raises(ValueError) as error:
         models.build_model("linear", **argument)
     assert message in str(error.value)
+
+
+# The authors' architectures (github.com/hellas-ai/neurips2025-convergence-for-discrete-parameter-updates,
+# models/convolutional.py and models/resnet.py).
+
+
+def _conv_parameters(size, channels, filters, bias=False):
+    return size * size * channels * filters + (filters if bias else 0)
+
+
+def _resnet18_parameters(channels, classes):
+    """torchvision's resnet18 counted from its layer shapes, with a `channels`-input stem."""
+    total = _conv_parameters(7, channels, 64) + 2 * 64  # stem and its BatchNorm (scale, offset)
+    width = 64
+    for filters, strides in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block_strides in (strides, 1):
+            total += _conv_parameters(3, width, filters) + 2 * filters
+            total += _conv_parameters(3, filters, filters) + 2 * filters
+            if block_strides != 1 or width != filters:  # 1x1 projection shortcut and its BatchNorm
+                total += _conv_parameters(1, width, filters) + 2 * filters
+            width = filters
+    return total + 512 * classes + classes
+
+
+def _trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def test_paper_conv_has_the_authors_layers():
+    model = models.build_model("paper_conv", discrete=True, seed=0)
+    # conv1 (1 -> 32, bias), conv2 (32 -> 64, bias), fc1 (7 * 7 * 64 -> 128), fc2 (128 -> 10);
+    # the LayerNorms have no weights (F.layer_norm without weight or bias).
+    expected = (_conv_parameters(3, 1, 32, bias=True) + _conv_parameters(3, 32, 64, bias=True)
+                + 7 * 7 * 64 * 128 + 128 + 128 * 10 + 10)
+    assert expected == 421_642 == model.count_params() == _trainable(model)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.LayerNormalization)]
+    assert [sorted(layer.axis) for layer in norms] == [[1, 2, 3], [1, 2, 3], [-1], [-1]]
+    assert all(not layer.weights and layer.epsilon == 1e-5 for layer in norms)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.padding for layer in convs] == ["same", "same"] and all(layer.use_bias for layer in convs)
+
+
+def test_resnet18_has_torchvisions_parameter_count():
+    # torchvision documents 11,689,512 parameters for resnet18 (3 input channels, 1,000 classes).
+    assert _resnet18_parameters(3, 1000) == 11_689_512
+    model = models.build_model("resnet18", seed=0)
+    assert _trainable(model) == _resnet18_parameters(1, 10) == 11_175_370
+    # BatchNorm's moving mean and variance (non-trainable) are the rest of count_params.
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 20 and all(layer.epsilon == 1e-5 and layer.scale and layer.center for layer in norms)
+    assert model.count_params() == 11_175_370 + 2 * sum(layer.gamma.shape[0] for layer in norms)
+
+
+def _torch_forward(name, model, images):
+    """The authors' forward pass in PyTorch (training mode), with `model`'s weights."""
+    import torch
+    import torch.nn.functional as F
+
+    weights = {w.path: torch.tensor(np.asarray(w)) for w in model.weights}
+
+    def created(kind):
+        # model.layers is in graph order, which may put a block's shortcut before its second
+        # convolution; Keras numbers the automatic names of each kind in creation order.
+        def number(layer):
+            suffix = layer.name.rsplit("_", 1)[-1]
+            return int(suffix) if suffix.isdigit() else 0
+
+        return iter(sorted((layer for layer in model.layers if isinstance(layer, kind)), key=number))
+
+    convs = created(keras.layers.Conv2D)
+    norms = created(keras.layers.BatchNormalization)
+    denses = created(keras.layers.Dense)
+
+    def conv(x, stride=1, padding=None):
+        layer = next(convs)
+        kernel = weights[layer.kernel.path].permute(3, 2, 0, 1)  # HWIO -> OIHW
+        bias = weights[layer.bias.path] if layer.use_bias else None
+        size = kernel.shape[-1]
+        return F.conv2d(x, kernel, bias, stride=stride, padding=size // 2 if padding is None else padding)
+
+    def batch_norm(x):
+        layer = next(norms)
+        return F.batch_norm(x, None, None, weights[layer.gamma.path], weights[layer.beta.path],
+                            training=True, eps=1e-5)
+
+    def dense(x):
+        layer = next(denses)
+        return F.linear(x, weights[layer.kernel.path].T, weights[layer.bias.path])
+
+    x = torch.tensor(images).permute(0, 3, 1, 2)  # NHWC -> NCHW
+    if name == "paper_conv":
+        for _ in range(2):
+            x = F.max_pool2d(F.relu(conv(x)), 2, 2)
+            x = F.layer_norm(x, x.shape[1:])
+        x = x.permute(0, 2, 3, 1).flatten(1)  # Keras flattens (H, W, C)
+        x = F.relu(dense(x))
+        x = F.layer_norm(x, x.shape[1:])
+    else:
+        x = F.max_pool2d(F.relu(batch_norm(conv(x, stride=2))), 3, 2, padding=1)
+        for filters, strides in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            for block_strides in (strides, 1):
+                y = F.relu(batch_norm(conv(x, block_strides)))
+                y = batch_norm(conv(y))
+                if block_strides != 1 or x.shape[1] != filters:
+                    x = batch_norm(conv(x, block_strides, padding=0))
+                x = F.relu(x + y)
+        x = x.mean(dim=(2, 3))
+    x = dense(x)
+    return F.layer_norm(x, x.shape[1:]).numpy()
+
+
+@pytest.mark.parametrize("name", ["paper_conv", "resnet18"])
+def test_the_authors_models_compute_what_their_pytorch_code_computes(name):
+    # Same weights, same images: PyTorch's padding (1 on every side for the strided
+    # 3x3 convolutions, 3 for the 7x7 stem, 1 for the max pool) and layer order.
+    # "same" padding in Keras puts the odd pixel after, so a mistake here changes
+    # every output. Real-valued PyTorch starts, so that no weight is exactly 0.
+    pytest.importorskip("torch")
+    model = models.build_model(name, init="pytorch", seed=1)
+    for layer in model.layers:  # non-trivial BatchNorm scales and offsets
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.gamma.assign(np.random.default_rng(2).uniform(0.5, 1.5, layer.gamma.shape))
+            layer.beta.assign(np.random.default_rng(3).uniform(-0.2, 0.2, layer.beta.shape))
+    images = np.random.default_rng(0).normal(size=(6, 28, 28, 1)).astype(np.float32)
+    expected = _torch_forward(name, model, images)
+    np.testing.assert_allclose(np.asarray(model(images, training=True)), expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["paper_conv", "resnet18"])
+def test_the_papers_integer_start_for_the_authors_models(name):
+    # custom_init: every `weight` (kernels and BatchNorm scales) becomes
+    # sign(w0) * Multinomial(round(size ** (1/ndim)), q) counts; every bias 0.
+    model = models.build_model(name, discrete=True, seed=0, conv_draw="kernel", discrete_base="pytorch")
+    assert keras_zim.is_integral(model)
+    for weight in model.trainable_weights:
+        w = np.asarray(weight)
+        if "bias" in weight.path or "beta" in weight.path:
+            assert not w.any(), weight.path
+        elif "kernel" in weight.path:
+            assert np.abs(w).sum() == round(w.size ** (1 / w.ndim)), weight.path
+    if name == "resnet18":
+        # Over a scale of ones q is uniform and m = C: Multinomial(C, 1/C) counts, so each
+        # scale is 0 with probability (1 - 1/C) ** C ~ exp(-1). 4,800 channels: the share
+        # of zeros has standard deviation about sqrt(0.37 * 0.63 / 4800) = 0.007; allow 5.
+        scales = [np.asarray(w) for w in model.trainable_weights if "gamma" in w.path]
+        assert all(s.sum() == s.size and s.min() >= 0 for s in scales)
+        zeros = np.concatenate(scales) == 0
+        expected = np.mean(np.concatenate([np.full(s.size, (1 - 1 / s.size) ** s.size) for s in scales]))
+        assert abs(zeros.mean() - expected) < 5 * np.sqrt(expected * (1 - expected) / zeros.size)
+
+
+@pytest.mark.parametrize("name", ["paper_conv", "resnet18"])
+def test_a_short_fit_of_the_authors_models_with_zim_stays_integral(name):
+    model = models.build_model(name, discrete=True, seed=0)
+    model.compile(
+        optimizer=keras_zim.ZIM(learning_rate=1.0, seed=0),  # the paper's r = 1, n = d
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    images, labels = _mnist(24)
+    before = [np.asarray(w).copy() for w in model.trainable_weights]
+    history = model.fit(images, labels, batch_size=8, epochs=1, shuffle=False, verbose=0)  # 3 steps
+    assert keras_zim.is_integral(model)
+    moved = sum(int(np.abs(a - np.asarray(b)).sum()) for a, b in zip(before, model.trainable_weights))
+    # 3 steps of n = d unit trials each; a trial on a zero gradient (sign 0) is a no-op and
+    # moves can cancel between steps. Ask for a net change of d / 4 (measured: 1.17 d for
+    # paper_conv, 0.54 d for resnet18, where many gradients are exactly 0).
+    assert moved > _trainable(model) // 4
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert np.all(np.isfinite(np.asarray(model(images, training=False))))
