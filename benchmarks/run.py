@@ -144,21 +144,6 @@ def fit_step_ms(name, rounds, batches=4, batch=32):
     return {label: (1e3 * float(np.median(t)), first[label]) for label, t in times.items()}
 
 
-def parts_table(compiled, title, rounds):
-    """Markdown rows `| part | median ms | x SGD |` for `sampler_parts`' compiled functions, interleaved."""
-    for function in compiled.values():
-        function()
-    times = {name: [] for name in compiled}
-    for _ in range(rounds):
-        for name, function in compiled.items():
-            start = time.perf_counter()
-            np.asarray(function())
-            times[name].append(time.perf_counter() - start)
-    sgd = np.median(times["sgd"])
-    lines = [f"| part ({title}) | median ms | x SGD |", "| --- | --- | --- |"]
-    return lines + [f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / sgd:.2f} |" for name, t in times.items()]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds; no model.fit section")
@@ -220,9 +205,9 @@ def main(argv=None):
         lines.append("\ntorch is not installed here, so the paper's sampler was not timed in this run.")
     lines += ["", "## The parts of a step (`benchmarks/sampler_parts.py`)", ""]
     shapes = real_models.shapes_of("transformer")
-    lines += parts_table(sampler_parts.dense_parts(shapes), "transformer, dense passes", rounds) + [""]
+    lines += sampler_parts.table(sampler_parts.dense_parts(shapes), "transformer, dense passes", rounds) + [""]
     for rate in (0.1, 0.01):
-        lines += parts_table(sampler_parts.parts(10**7, int(rate * 10**7)), f"d = 1e7, {int(rate * 1e7):,} trials", rounds)
+        lines += sampler_parts.table(sampler_parts.parts(10**7, int(rate * 10**7)), f"d = 1e7, {int(rate * 1e7):,} trials", rounds)
         lines.append("")
     print("parts", flush=True)
     notes = ""

@@ -104,6 +104,22 @@ def dense_parts(shapes):
     return {name: tf.function(f, jit_compile=True) for name, f in functions.items()}
 
 
+def table(compiled, title, rounds):
+    """Markdown rows `| part | median ms | x SGD |` for compiled functions timed interleaved, round after round."""
+    for function in compiled.values():
+        function()
+        function()
+    times = {name: [] for name in compiled}
+    for _ in range(rounds):
+        for name, function in compiled.items():
+            start = time.perf_counter()
+            np.asarray(function())
+            times[name].append(time.perf_counter() - start)
+    sgd = np.median(times["sgd"])
+    lines = [f"| part ({title}) | median ms | x SGD |", "| --- | --- | --- |"]
+    return lines + [f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / sgd:.2f} |" for name, t in times.items()]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=float, default=1e7)
@@ -122,21 +138,7 @@ def main(argv=None):
     else:
         compiled = parts(size, int(args.rate * size))
         title = f"d = {size:.0e}, {int(args.rate * size):,} trials"
-    for function in compiled.values():
-        function()
-        function()
-    times = {name: [] for name in compiled}
-    for _ in range(args.rounds):
-        for name, function in compiled.items():
-            start = time.perf_counter()
-            np.asarray(function())
-            times[name].append(time.perf_counter() - start)
-    sgd = np.median(times["sgd"])
-    print(f"| part ({title}) | median ms | x SGD |")
-    print("| --- | --- | --- |")
-    for name, t in times.items():
-        print(f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / sgd:.2f} |")
-
+    print("\n".join(table(compiled, title, args.rounds)))
 
 if __name__ == "__main__":
     main()
