@@ -30,7 +30,6 @@ import os
 import sys
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
