@@ -624,6 +624,18 @@ def _segment_values(values, layout, dtype):
     return ops.broadcast_to(ops.cast(values, dtype), [layout.count])
 
 
+def _passing_and_uniform(trials, rate, share, seed):
+    """`N ~ Binomial(n, r)`, then `U ~ Binomial(N, s)`: one `binomial` in a loop of two, compiled once."""
+
+    def stage(k, drawn):
+        first = k == 0
+        count = ops.where(first, trials, drawn[0])
+        value = binomial(count, ops.where(first, rate, share), backend.fold_in(seed, -1 - k))
+        return ops.where(first, value, drawn[0]), ops.where(first, drawn[1], value)
+
+    return ops.fori_loop(0, 2, stage, (ops.zeros_like(trials), ops.zeros_like(trials)))
+
+
 def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative):
     tree = _SegmentTree(magnitudes, layout, _Plain("float64"))
     mass = tree.total
@@ -631,8 +643,7 @@ def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, sear
     # A NaN or Inf makes the mass non-finite; a zero total has no direction.
     usable = ops.isfinite(mass) & (mass + spread > 0.0)
     share = ops.where(usable, spread / (mass + spread), 0.0)
-    passing = binomial(trials, ops.where(usable, rate, 0.0), backend.fold_in(seed, -1))
-    uniform = binomial(passing, share, backend.fold_in(seed, -2))
+    passing, uniform = _passing_and_uniform(trials, ops.where(usable, rate, 0.0), share, seed)
     counts = ops.zeros([magnitudes.shape[0]], "int32")
     counts = _place_uniform(counts, layout, uniform, slots, seed)
     return _place_searched(counts, layout, tree, ops.cast(passing - uniform, "int32"), seed, search_chunk)
