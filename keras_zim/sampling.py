@@ -494,7 +494,7 @@ class _SegmentTree:
         self.total = ops.concatenate([total for _, _, total in per_group], axis=0)
         self.depth = max(len(upper) for _, upper, _ in per_group)
         pieces, starts = [], np.zeros([self.depth, layout.count], np.int32)
-        widths = np.zeros([self.depth + 1, layout.count], np.int32)
+        widths = np.zeros([self.depth + 2, layout.count], np.int32)  # nodes per level, then cells
         offset = 0
         for level in range(self.depth):
             first = 0
@@ -513,6 +513,7 @@ class _SegmentTree:
         for (blocks, _, _), (_, count, _) in zip(per_group, layout.groups):
             widths[self.depth, first : first + count] = blocks
             first += count
+        widths[self.depth + 1] = layout.sizes
         self.table = ops.concatenate(pieces, axis=0) if pieces else None
         self.starts, self.widths = ops.convert_to_tensor(starts), ops.convert_to_tensor(widths)
         self.cell_starts = ops.convert_to_tensor(layout.starts)
@@ -533,28 +534,31 @@ class _SegmentTree:
         children passed over. The levels are walked in a while loop on
         purpose: straight-line code lets XLA fuse each level's 16 steps into
         the next level's gather and redo them for every one of the 16
-        children (4-7x slower at d = 1e7).
+        children (4-7x slower at d = 1e7). The leaves are its last step, so
+        that the 16 steps compile once.
         """
         arith, gather = self.arith, backend.gather
 
+        def leaves(node):
+            # Read in place: 16 cells from the segment's start, zero past its end.
+            cell = node[:, None] * _FANOUT + ops.arange(_FANOUT, dtype="int32")[None, :]
+            inside = cell < gather(self.sizes, segment)[:, None]
+            flat = gather(self.cell_starts, segment)[:, None] + ops.where(inside, cell, 0)
+            weights = arith.weight(gather(self.values, flat))
+            return arith.where(inside, weights, ops.zeros_like(weights))
+
         def level(depth, node, remaining):
-            children = gather(self.table, gather(self.starts[depth], segment) + node)
-            chosen, passed = self.arith.descend(children, remaining)
+            if self.depth:
+                inner = lambda: gather(self.table, gather(self.starts[depth], segment) + node)  # noqa: E731
+                children = ops.cond(depth < self.depth, inner, lambda: leaves(node))
+            else:
+                children = leaves(node)
+            chosen, passed = arith.descend(children, remaining)
             below = gather(self.widths[depth + 1], segment) - 1
             return depth + 1, ops.minimum(node * _FANOUT + chosen, below), arith.sub(remaining, passed)
 
-        node = ops.zeros_like(segment)
-        if self.depth:
-            start = (ops.convert_to_tensor(0, "int32"), node, target)
-            _, node, target = ops.while_loop(lambda depth, node, remaining: depth < self.depth, level, start)
-        # The leaves are read in place: 16 cells from the segment's start, zero past its end.
-        cell = node[:, None] * _FANOUT + ops.arange(_FANOUT, dtype="int32")[None, :]
-        inside = cell < gather(self.sizes, segment)[:, None]
-        flat = gather(self.cell_starts, segment)[:, None] + ops.where(inside, cell, 0)
-        leaves = arith.weight(backend.gather(self.values, flat))
-        children = arith.where(inside, leaves, ops.zeros_like(leaves))
-        chosen, _ = arith.descend(children, target)
-        return node * _FANOUT + chosen
+        start = (ops.convert_to_tensor(0, "int32"), ops.zeros_like(segment), target)
+        return ops.while_loop(lambda depth, node, remaining: depth <= self.depth, level, start)[1]
 
 
 # ------------------------------------------------------------------- drawing
