@@ -10,10 +10,16 @@ the same run, and the compile time of the first step.
     python benchmarks/real_models.py                       # both models and one variable of 1e6 and 1e7
     python benchmarks/real_models.py --models transformer --rounds 5
     python benchmarks/real_models.py --split                # 1e6 parameters in 1, 10, 100, 1000 variables
+    python benchmarks/real_models.py --first-step transformer zim   # one first step, in this fresh process
+
+The compile column of the tables is the first step in the shared process
+(after the candidates before it); `first_step_seconds` measures each
+candidate's first step in a fresh process of its own instead.
 """
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 
@@ -81,6 +87,29 @@ def time_apply(shapes, rounds, names=None):
     return {name: (float(np.median(t)), compile_s[name]) for name, t in times.items()}
 
 
+def first_step_seconds(case, name):
+    """Seconds of the first `apply` (tracing and XLA compile) of candidate `name` in a fresh process.
+
+    The process compiles a trivial XLA function first, so that starting
+    TensorFlow and XLA counts for no candidate.
+    """
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    command = [sys.executable, os.path.abspath(__file__), "--first-step", case, name]
+    return float(subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout.split()[-1])
+
+
+def _first_step(case, name):
+    shapes = shapes_of(case)
+    rng = np.random.default_rng(0)
+    gradients = [tf.constant(rng.normal(0.0, 1e-3, s).astype("float32")) for s in shapes]
+    tf.function(lambda: tf.reduce_sum(gradients[0]), jit_compile=True)().numpy()
+    variables = [keras.Variable(np.zeros(s, "float32")) for s in shapes]
+    step = step_function(dict(candidates())[name](), variables, gradients)
+    start = time.perf_counter()
+    step().numpy()
+    print(time.perf_counter() - start)
+
+
 def table(rows, baseline="sgd"):
     """Markdown rows `| case | optimizer | ms | x SGD | x Adam | compile s |` for `{case: time_apply(...)}`."""
     lines = ["| case | optimizer | median ms | x SGD | x Adam | compile s |", "| --- | --- | --- | --- | --- | --- |"]
@@ -99,7 +128,10 @@ def main(argv=None):
     parser.add_argument("--split", action="store_true", help="1e6 parameters in 1, 10, 100 and 1000 variables")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--only", nargs="+", default=None, help="ZIM variants to time beside SGD and Adam")
+    parser.add_argument("--first-step", nargs=2, metavar=("CASE", "NAME"), help="time one first step and exit")
     args = parser.parse_args(argv)
+    if args.first_step:
+        return _first_step(*args.first_step)
     cases = ["1e6", "1e6x10", "1e6x100", "1e6x1000"] if args.split else args.models
     rows = {}
     for case in cases:

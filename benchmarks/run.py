@@ -1,6 +1,6 @@
 """The benchmark suite: writes docs/performance.md.
 
-    python benchmarks/run.py                 # the full suite (about 12 minutes on 2 cores)
+    python benchmarks/run.py                 # the full suite (about 20 minutes on 2 cores)
     python benchmarks/run.py --quick         # fewer rounds, no model.fit section
 
 Every number is a median over rounds that alternate the candidates in one
@@ -8,7 +8,8 @@ process, reported next to baselines measured in the same run (these machines
 are noisy): `optimizer.apply` of ZIM at its defaults and variants against
 Keras SGD and Adam under XLA on real models (real_models.py), the cost as the
 same parameters are split into more variables, peak memory of a step against
-SGD's in fresh processes, `model.fit` step times, the exact sampler
+SGD's in fresh processes, the first step's compile in fresh processes,
+`model.fit` step times, the exact sampler
 against sampling with `tfp.distributions.Multinomial` directly (and torch's,
 the paper's, when torch is installed), and the parts of a step
 (sampler_parts.py). Everything from the line `NOTES` on in the old file is
@@ -114,8 +115,29 @@ def resnet18_like(input_shape=(32, 32, 3), classes=10):
     return keras.Model(inputs, keras.layers.Dense(classes)(x))
 
 
+class _StepClock(keras.callbacks.Callback):
+    """Seconds of each `model.fit` batch, from its start to its loss read back (the step has run)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        float(logs["loss"])
+        self.seconds.append(time.perf_counter() - self._start)
+
+
 def fit_step_ms(name, rounds, batches=4, batch=32):
-    """{optimizer: (ms per `model.fit` step, seconds of the first epoch)}, jit_compile=True."""
+    """{optimizer: (median ms per `model.fit` step, seconds of the first step)}, jit_compile=True.
+
+    Each step is timed by a callback. Whole `fit` calls pick up a delay that
+    does not depend on the optimizer: on 2026-12-01 calls of 4 Transformer
+    steps took either about 3.5 s or about 5.14 s, whichever the optimizer.
+    The first step includes tracing and compiling the train step.
+    """
     rng = np.random.default_rng(0)
     if name == "transformer":
         build, x = real_models.transformer, rng.integers(0, 8000, (batch * batches, 128)).astype("int32")
@@ -123,7 +145,7 @@ def fit_step_ms(name, rounds, batches=4, batch=32):
     else:
         build, x = resnet18_like, rng.random((batch * batches, 32, 32, 3)).astype("float32")
         y = rng.integers(0, 10, batch * batches)
-    fitters, first = {}, {}
+    fitters, first, clocks = {}, {}, {}
     for label, optimizer in (
         ("sgd", keras.optimizers.SGD(0.01)),
         ("adam", keras.optimizers.Adam()),
@@ -131,17 +153,17 @@ def fit_step_ms(name, rounds, batches=4, batch=32):
     ):
         model = build()
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
-        fitters[label] = lambda model=model: model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
-        start = time.perf_counter()
+        clocks[label] = _StepClock()
+        fitters[label] = lambda model=model, clock=clocks[label]: model.fit(
+            x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[clock]
+        )
         fitters[label]()
-        first[label] = time.perf_counter() - start
-    times = {label: [] for label in fitters}
+        first[label] = clocks[label].seconds[0]
+        clocks[label].seconds.clear()
     for _ in range(rounds):
-        for label, fit in fitters.items():
-            start = time.perf_counter()
+        for fit in fitters.values():
             fit()
-            times[label].append((time.perf_counter() - start) / batches)
-    return {label: (1e3 * float(np.median(t)), first[label]) for label, t in times.items()}
+    return {label: (1e3 * float(np.median(clocks[label].seconds)), first[label]) for label in fitters}
 
 
 def main(argv=None):
@@ -171,6 +193,19 @@ def main(argv=None):
         models[f"{case} ({len(shapes)} variables)"] = real_models.time_apply(shapes, rounds)
         print(case, flush=True)
     lines += real_models.table(models)
+    lines += ["", "Compile here is the first step in this shared process, after the candidates above it.", ""]
+    lines += ["## First step in a fresh process per candidate (tracing and XLA compile)", ""]
+    lines += ["Each process compiles a trivial XLA function first; median of 3 processes per cell, interleaved.", ""]
+    lines += ["| case | optimizer | first step s | x Adam |", "| --- | --- | --- | --- |"]
+    for case in ("transformer", "resnet50"):
+        names = [name for name, _ in real_models.candidates()]
+        seconds = {name: [] for name in names}
+        for _ in range(3):
+            for name in names:
+                seconds[name].append(real_models.first_step_seconds(case, name))
+        adam = np.median(seconds["adam"])
+        lines += [f"| {case} | {name} | {np.median(s):.2f} | {np.median(s) / adam:.2f} |" for name, s in seconds.items()]
+        print(lines[-1], flush=True)
     lines += ["", "## The same 1e6 parameters in more variables (global scope)", ""]
     split = {}
     for case in ("1e6", "1e6x10", "1e6x100", "1e6x1000"):
@@ -187,7 +222,9 @@ def main(argv=None):
         print(lines[-1], flush=True)
     if not args.quick:
         lines += ["", "## `model.fit` step, batch 32, jit_compile=True", ""]
-        lines += ["| model | optimizer | ms per step | x Adam | first epoch s | x Adam |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["Median of 12 steps (3 rounds of 4, interleaved), each timed by a callback; the first step",
+                  "includes tracing and compiling the train step.", ""]
+        lines += ["| model | optimizer | ms per step | x Adam | first step s | x Adam |", "| --- | --- | --- | --- | --- | --- |"]
         for name in ("transformer", "resnet18"):
             result = fit_step_ms(name, 3)
             adam_step, adam_first = result["adam"]
