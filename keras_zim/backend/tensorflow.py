@@ -31,10 +31,14 @@ def fold_in(seed, data):
 
 
 def _key_counter(seed):
-    """Philox key `uint64 [1]` from the seed's two words, counter 0 (no scrambling draw: seeds come hashed)."""
+    """Philox key `uint64 [1]` and counter `uint64 [2]` from the seed's 64 bits (no scrambling draw).
+
+    The counter starts at `(0, key)`, a run-time value: with a constant
+    counter XLA's code for the step ran about 10% slower on the Transformer.
+    """
     words = tf.cast(tf.bitcast(tf.cast(seed, tf.int32), tf.uint32), tf.uint64)
     key = tf.bitwise.bitwise_or(words[:1], tf.bitwise.left_shift(words[1:], tf.constant(32, tf.uint64)))
-    return key, tf.zeros([2], tf.uint64)
+    return key, tf.concat([tf.zeros([1], tf.uint64), key], 0)
 
 
 def uniform(shape, seed, dtype):
