@@ -64,10 +64,15 @@ def step_function(optimizer, variables, gradients):
     return step
 
 
+def fixed_gradients(shapes):
+    """Gradients N(0, 1e-3) of `shapes`, the same in every process."""
+    rng = np.random.default_rng(0)
+    return [tf.constant(rng.normal(0.0, 1e-3, s).astype("float32")) for s in shapes]
+
+
 def time_apply(shapes, rounds, names=None):
     """{name: (median seconds per step, compile seconds of the first step)}; SGD and Adam always run."""
-    rng = np.random.default_rng(0)
-    gradients = [tf.constant(rng.normal(0.0, 1e-3, s).astype("float32")) for s in shapes]
+    gradients = fixed_gradients(shapes)
     steps, compile_s = {}, {}
     for name, make in candidates():
         if names and name not in names and name not in ("sgd", "adam"):
@@ -100,8 +105,7 @@ def first_step_seconds(case, name):
 
 def _first_step(case, name):
     shapes = shapes_of(case)
-    rng = np.random.default_rng(0)
-    gradients = [tf.constant(rng.normal(0.0, 1e-3, s).astype("float32")) for s in shapes]
+    gradients = fixed_gradients(shapes)
     tf.function(lambda: tf.reduce_sum(gradients[0]), jit_compile=True)().numpy()
     variables = [keras.Variable(np.zeros(s, "float32")) for s in shapes]
     step = step_function(dict(candidates())[name](), variables, gradients)

@@ -1,6 +1,6 @@
 """The benchmark suite: writes docs/performance.md.
 
-    python benchmarks/run.py                 # the full suite (about 20 minutes on 2 cores)
+    python benchmarks/run.py                 # the full suite (about 15 minutes on 2 cores)
     python benchmarks/run.py --quick         # fewer rounds, no model.fit section
 
 Every number is a median over rounds that alternate the candidates in one
@@ -81,8 +81,7 @@ def peak_memory_mb(case, optimizer):
         "import numpy as np, tensorflow as tf, keras, keras_zim, real_models\n"
         "def kb(field): return int([l for l in open('/proc/self/status') if l.startswith(field)][0].split()[1])\n"
         f"shapes = real_models.shapes_of({case!r})\n"
-        "rng = np.random.default_rng(0)\n"
-        "g = [tf.constant(rng.normal(0, 1e-3, s).astype('float32')) for s in shapes]\n"
+        "g = real_models.fixed_gradients(shapes)\n"
         "v = [keras.Variable(np.zeros(s, 'float32')) for s in shapes]\n"
         f"f = real_models.step_function({optimizer}, v, g)\n"
         "f().numpy()\n"
@@ -133,10 +132,9 @@ class _StepClock(keras.callbacks.Callback):
 def fit_step_ms(name, rounds, batches=4, batch=32):
     """{optimizer: (median ms per `model.fit` step, seconds of the first step)}, jit_compile=True.
 
-    Each step is timed by a callback. Whole `fit` calls pick up a delay that
-    does not depend on the optimizer: on 2026-12-01 calls of 4 Transformer
-    steps took either about 3.5 s or about 5.14 s, whichever the optimizer.
-    The first step includes tracing and compiling the train step.
+    Each step is timed by a callback: whole `fit` calls pick up a delay that
+    does not depend on the optimizer (docs/performance.md). The first step
+    includes tracing and compiling the train step.
     """
     rng = np.random.default_rng(0)
     if name == "transformer":

@@ -35,6 +35,9 @@ import tensorflow as tf
 
 import keras_zim
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from real_models import fixed_gradients, shapes_of  # noqa: E402  (benchmarks/real_models.py, beside this file)
+
 
 def parts(size, trials):
     rng = np.random.default_rng(0)
@@ -67,8 +70,7 @@ def parts(size, trials):
 
 def dense_parts(shapes):
     """The dense passes of a ZIM step on variables of `shapes`, and whole steps, against SGD."""
-    rng = np.random.default_rng(0)
-    gradients = [tf.constant(rng.normal(0.0, 1e-3, s).astype("float32")) for s in shapes]
+    gradients = fixed_gradients(shapes)
     weights = [tf.Variable(tf.zeros(s)) for s in shapes]
     sizes = [int(np.prod(s)) for s in shapes]
     size = sum(sizes)
@@ -128,9 +130,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     size = int(args.size)
     if args.model:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from real_models import shapes_of  # noqa: E402  (beside this file)
-
         shapes = shapes_of(args.model)
         compiled = dense_parts(shapes)
         title = f"{args.model}, {len(shapes)} variables, {sum(int(np.prod(s)) for s in shapes):,} parameters"

@@ -529,7 +529,8 @@ class _SegmentTree:
     def locate(self, segment, target):
         """The cell `[T]` of each target: the first whose inclusive prefix sum exceeds it.
 
-        `segment` is int32 `[T]`, `target` in `[0, total)` of its segment.
+        `segment` is int32 `[T]`, `target` in `[0, total)` of its segment;
+        the cell is in `[0, size)` of the segment whatever the target.
         Walks from the roots to the leaves, subtracting the sums of the
         children passed over. The levels are walked in a while loop on
         purpose: straight-line code lets XLA fuse each level's 16 steps into
@@ -569,7 +570,7 @@ def _owner(layout, counts):
     if layout.count == 1:
         return ops.zeros_like
     owners = _SegmentTree(counts, Segments([(0, 1, layout.count)]), _INT32)
-    return lambda rank: ops.minimum(owners.locate(ops.zeros_like(rank), rank), layout.count - 1)
+    return lambda rank: owners.locate(ops.zeros_like(rank), rank)
 
 
 def _place_uniform(counts, layout, uniform, slots, seed):
@@ -616,8 +617,7 @@ def _place_searched(counts, layout, tree, searched, seed, chunk):
         rank = step * chunk + ops.arange(chunk, dtype="int32")
         segment = owner(rank)
         target = tree.arith.target(backend.fold_in(key, step), backend.gather(tree.total, segment))
-        local = ops.minimum(tree.locate(segment, target), backend.gather(tree.sizes, segment) - 1)
-        index = backend.gather(tree.cell_starts, segment) + local
+        index = backend.gather(tree.cell_starts, segment) + tree.locate(segment, target)
         return step + 1, backend.scatter_add(counts, index, rank < total)
 
     return ops.while_loop(more, body, (ops.convert_to_tensor(0, "int32"), counts))[1]
