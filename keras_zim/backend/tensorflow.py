@@ -34,7 +34,7 @@ def _key_counter(seed):
     """Philox key `uint64 [1]` and counter `uint64 [2]` from the seed's 64 bits (no scrambling draw).
 
     The counter starts at `(0, key)`, a run-time value: with a constant
-    counter XLA's code for the step ran about 10% slower on the Transformer.
+    counter XLA's code for the step was slower (docs/sampler.md).
     """
     words = tf.cast(tf.bitcast(tf.cast(seed, tf.int32), tf.uint32), tf.uint64)
     key = tf.bitwise.bitwise_or(words[:1], tf.bitwise.left_shift(words[1:], tf.constant(32, tf.uint64)))
