@@ -240,7 +240,7 @@ def main(argv=None):
         lines.append("\ntorch is not installed here, so the paper's sampler was not timed in this run.")
     lines += ["", "## The parts of a step (`benchmarks/sampler_parts.py`)", ""]
     shapes = real_models.shapes_of("transformer")
-    lines += sampler_parts.table(sampler_parts.dense_parts(shapes), "transformer, dense passes", rounds) + [""]
+    lines += sampler_parts.table(sampler_parts.dense_parts(shapes), "transformer: dense passes, trials alone", rounds) + [""]
     for rate in (0.1, 0.01):
         lines += sampler_parts.table(sampler_parts.parts(10**7, int(rate * 10**7)), f"d = 1e7, {int(rate * 1e7):,} trials", rounds)
         lines.append("")

@@ -18,8 +18,11 @@ With `--model`, the dense passes of a ZIM step on a real model's variables
 instead (what a step costs before any trial): the flat copy of all gradients
 (the sampler gathers the leaves of its tree from it), float64 block sums of
 that copy, a zeroed count vector, and the update `w <- w - x sign(g)` of every
-variable from the counts; then ZIM with almost no trials (`r = 1e-6`), at
-`r = 0.01` and at its defaults.
+variable from the counts; then the trials alone at n = d (`r d` float64
+uniforms, each floored to a cell and scatter-added into a count vector that
+is never zeroed: what every trial of an exact sampler costs at the least),
+Adam, and ZIM with almost no trials (`r = 1e-6`), at `r = 0.01` and at its
+defaults.
 
     python benchmarks/sampler_parts.py --size 1e7 --rate 0.1
     python benchmarks/sampler_parts.py --model transformer
@@ -30,6 +33,7 @@ import os
 import sys
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -68,8 +72,16 @@ def parts(size, trials):
     return {name: tf.function(f, jit_compile=True) for name, f in functions.items()}
 
 
+def _trials_alone(counts, trials):
+    """`trials` float64 uniforms, each floored to a cell of `counts` and scatter-added there."""
+    size = counts.shape[0]
+    u = tf.random.stateless_uniform([trials], [1, 2], dtype=tf.float64)
+    cells = tf.minimum(tf.cast(tf.floor(u * size), tf.int32), size - 1)
+    return counts.scatter_nd_add(cells[:, None], tf.ones([trials], tf.int32))[0]
+
+
 def dense_parts(shapes):
-    """The dense passes of a ZIM step on variables of `shapes`, and whole steps, against SGD."""
+    """The dense passes of a ZIM step on variables of `shapes`, the trials alone, and whole steps, against SGD."""
     gradients = fixed_gradients(shapes)
     weights = [tf.Variable(tf.zeros(s)) for s in shapes]
     sizes = [int(np.prod(s)) for s in shapes]
@@ -98,6 +110,11 @@ def dense_parts(shapes):
         "zeroed counts": lambda: counts.assign(tf.tensor_scatter_nd_add(tf.zeros([size], tf.int32), [[0]], [0]))[0],
         "update from counts": update,
     }
+    for rate in (0.1, 0.01):
+        functions[f"trials alone, r={rate}"] = lambda trials=int(rate * size): _trials_alone(counts, trials)
+    adam, adam_weights = keras.optimizers.Adam(), [keras.Variable(np.zeros(s, "float32")) for s in shapes]
+    adam.build(adam_weights)
+    functions["adam"] = lambda: adam.apply(gradients, adam_weights) or adam.iterations
     for name, rate in (("zim r=1e-6", 1e-6), ("zim r=0.01", 0.01), ("zim", 0.1)):
         optimizer = keras_zim.ZIM(rate, seed=0)
         optimizer.build(weights)
@@ -106,7 +123,7 @@ def dense_parts(shapes):
 
 
 def table(compiled, title, rounds):
-    """Markdown rows `| part | median ms | x SGD |` for compiled functions timed interleaved, round after round."""
+    """Markdown rows `| part | median ms | x SGD |` (and `x Adam` if there is an `"adam"`), timed interleaved."""
     for function in compiled.values():
         function()
         function()
@@ -117,8 +134,13 @@ def table(compiled, title, rounds):
             np.asarray(function())
             times[name].append(time.perf_counter() - start)
     sgd = np.median(times["sgd"])
-    lines = [f"| part ({title}) | median ms | x SGD |", "| --- | --- | --- |"]
-    return lines + [f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / sgd:.2f} |" for name, t in times.items()]
+    if "adam" not in times:
+        lines = [f"| part ({title}) | median ms | x SGD |", "| --- | --- | --- |"]
+        return lines + [f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / sgd:.2f} |" for name, t in times.items()]
+    adam = np.median(times["adam"])
+    lines = [f"| part ({title}) | median ms | x SGD | x Adam |", "| --- | --- | --- | --- |"]
+    return lines + [f"| {name} | {1e3 * np.median(t):.2f} | {np.median(t) / sgd:.2f} | {np.median(t) / adam:.2f} |"
+                    for name, t in times.items()]
 
 
 def main(argv=None):
