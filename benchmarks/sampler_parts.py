@@ -8,7 +8,8 @@ one vector of d parameters, interleaved in one process:
 - sgd: `w -= 0.01 g` (reads w and g, writes w);
 - block sums: float64 sums of 16 consecutive |g| (the tree's first level), and
   one full float64 reduction (a scalar loop on CPU);
-- uniform f64: `trials` float64 uniforms (two Philox words each);
+- uniform f64: `trials` float64 uniforms (two Philox words each), drawn as
+  the sampler draws them, from a run-time seed;
 - scatter random / paged / sorted: `trials` scatter-adds into an int32 count
   vector, at random positions, random within pages of 16,384 cells visited in
   order, and in sorted order;
@@ -50,7 +51,8 @@ def parts(size, trials):
     counts = tf.Variable(tf.zeros([size], tf.int32))
     blocks = tf.Variable(tf.zeros([size // 16], tf.float64))
     total = tf.Variable(tf.zeros([], tf.float64))
-    seed = tf.constant([1, 2])
+    seed = tf.Variable([1, 2])
+    uniforms = tf.Variable(tf.zeros([trials], tf.float64))
     cells = {
         "random": rng.integers(0, size, trials),
         "paged": np.sort(rng.integers(0, size // 16384, trials)) * 16384 + rng.integers(0, 16384, trials),
@@ -61,7 +63,7 @@ def parts(size, trials):
         "sgd": lambda: w.assign_sub(0.01 * g)[0],
         "block sums": lambda: blocks.assign(tf.reduce_sum(tf.reshape(tf.abs(tf.cast(g[:whole], tf.float64)), [-1, 16]), -1))[0],
         "full reduction": lambda: total.assign(tf.reduce_sum(tf.abs(tf.cast(g, tf.float64)))),
-        "uniform f64": lambda: total.assign(tf.reduce_max(tf.random.stateless_uniform([trials], seed, dtype=tf.float64))),
+        "uniform f64": lambda: uniforms.assign(_uniforms(seed, trials))[0],
     }
     for name, index in cells.items():
         index = tf.constant(index.astype("int32")[:, None])
@@ -72,11 +74,15 @@ def parts(size, trials):
     return {name: tf.function(f, jit_compile=True) for name, f in functions.items()}
 
 
-def _trials_alone(counts, trials):
+def _uniforms(seed, trials):
+    """float64 uniforms as the sampler draws them, from a run-time seed (XLA folds a constant seed's draws)."""
+    return keras_zim.backend.uniform([trials], keras_zim.backend.fold_in(seed, 3), "float64")
+
+
+def _trials_alone(counts, seed, trials):
     """`trials` float64 uniforms, each floored to a cell of `counts` and scatter-added there."""
     size = counts.shape[0]
-    u = tf.random.stateless_uniform([trials], [1, 2], dtype=tf.float64)
-    cells = tf.minimum(tf.cast(tf.floor(u * size), tf.int32), size - 1)
+    cells = tf.minimum(tf.cast(tf.floor(_uniforms(seed, trials) * size), tf.int32), size - 1)
     return counts.scatter_nd_add(cells[:, None], tf.ones([trials], tf.int32))[0]
 
 
@@ -110,8 +116,9 @@ def dense_parts(shapes):
         "zeroed counts": lambda: counts.assign(tf.tensor_scatter_nd_add(tf.zeros([size], tf.int32), [[0]], [0]))[0],
         "update from counts": update,
     }
+    seed = tf.Variable([1, 2])
     for rate in (0.1, 0.01):
-        functions[f"trials alone, r={rate}"] = lambda trials=int(rate * size): _trials_alone(counts, trials)
+        functions[f"trials alone, r={rate}"] = lambda trials=int(rate * size): _trials_alone(counts, seed, trials)
     adam, adam_weights = keras.optimizers.Adam(), [keras.Variable(np.zeros(s, "float32")) for s in shapes]
     adam.build(adam_weights)
     functions["adam"] = lambda: adam.apply(gradients, adam_weights) or adam.iterations
