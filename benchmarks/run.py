@@ -1,6 +1,6 @@
 """The benchmark suite: writes docs/performance.md.
 
-    python benchmarks/run.py                 # the full suite (about 15 minutes on 2 cores)
+    python benchmarks/run.py                 # the full suite (15-18 minutes on 2 cores)
     python benchmarks/run.py --quick         # fewer rounds, no model.fit section
 
 Every number is a median over rounds that alternate the candidates in one
