@@ -16,6 +16,9 @@ error and lets the others run:
   Adam on those trainable-variable shapes, with fixed gradients N(0, 1e-3):
   compile seconds, medians of interleaved rounds, ratios to SGD and Adam of the same
   process, and the `while` instructions in the compiled HLO.
+  Beside them, "trials alone, r=0.1": the default rate's trials and nothing else
+  (draws and scatter-adds, no dense pass), the floor of any step that places
+  trials one by one (docs/sampler.md).
 - `train`: one `train_on_batch` step (jit_compile) of the Transformer, batch 32 x 128.
 
 Results go to `--out` (default `$OUT`, else ./gpu-results) as results.json and
@@ -319,14 +322,38 @@ def compile_step(optimizer, variables, gradients):
     return compiled, [trainable, state], seconds, count_whiles(compiled.as_text())
 
 
+def compile_trials_alone(size, gradients):
+    """(compiled step, state, compile seconds, while count) placing `size // 10` trials, as `compile_step`.
+
+    The trials of ZIM's default rate (n = d, r = 0.1) and nothing else: two
+    24-bit words per trial from a run-time seed, floored to a cell as the
+    float32x2 sampler does, and one scatter-add each into counts that are
+    never zeroed. The least a trial of this kind costs; no dense pass.
+    """
+    from keras_zim import backend, sampling
+
+    trials = size // 10
+
+    def step(counts, seed, grads):
+        cells = sampling._uniform_cells(tuple(backend.bits24([2, trials], seed)), size)
+        return backend.scatter_add(counts, cells, jnp.ones([trials], bool)), seed + 1
+
+    state = [jnp.zeros([size], jnp.int32), jnp.array([1, 2], jnp.int32)]
+    start = time.perf_counter()
+    compiled = jax.jit(step, donate_argnums=(0,)).lower(*state, gradients).compile()
+    return compiled, state, time.perf_counter() - start, count_whiles(compiled.as_text())
+
+
 def time_apply(case, shapes, rounds, on_result):
     key = jax.random.PRNGKey(0)
     gradients = [1e-3 * jax.random.normal(k, s, jnp.float32) for k, s in zip(jax.random.split(key, len(shapes)), shapes)]
     variables = [keras.Variable(initializer="zeros", shape=s, dtype="float32") for s in shapes]
+    size = int(sum(np.prod(s) for s in shapes))
     steps, out = {}, {}
-    for name, make in candidates():
+    makers = [(name, lambda make=make: compile_step(make(), variables, gradients)) for name, make in candidates()]
+    for name, compile_candidate in makers + [("trials alone, r=0.1", lambda: compile_trials_alone(size, gradients))]:
         try:
-            compiled, state, compile_s, whiles = compile_step(make(), variables, gradients)
+            compiled, state, compile_s, whiles = compile_candidate()
             start = time.perf_counter()
             state = list(sync(compiled(*state, gradients)))
             first = time.perf_counter() - start
@@ -351,7 +378,7 @@ def time_apply(case, shapes, rounds, on_result):
         for base in ("sgd", "adam"):
             if "median_s" in entry and "median_s" in out.get(base, {}):
                 entry[f"x_{base}"] = entry["median_s"] / out[base]["median_s"]
-    return {"variables": len(shapes), "parameters": int(sum(np.prod(s) for s in shapes)), "optimizers": out}
+    return {"variables": len(shapes), "parameters": size, "optimizers": out}
 
 
 # --- train -------------------------------------------------------------------------------------
