@@ -22,8 +22,8 @@ that copy, a zeroed count vector, and the update `w <- w - x sign(g)` of every
 variable from the counts; then the trials alone at n = d (`r d` float64
 uniforms, each floored to a cell and scatter-added into a count vector that
 is never zeroed: one draw and one scatter-add per trial, as the sampler does
-them, and no dense pass), Adam, and ZIM with almost no trials (`r = 1e-6`), at `r = 0.01` and at its
-defaults.
+them, and no dense pass), Adam, and ZIM with almost no trials (`r = 1e-6`),
+at `r = 0.01` and at its defaults.
 
     python benchmarks/sampler_parts.py --size 1e7 --rate 0.1
     python benchmarks/sampler_parts.py --model transformer
