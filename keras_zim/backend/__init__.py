@@ -11,6 +11,7 @@ needs only the backend in use:
 - `assign_moved(owner, fn, variables, args, static)`: assigns
   `fn(*args, **static)` to `variables` (on TensorFlow inside one XLA function).
 - `bits24(shape, seed)`: uniform int32 in `[0, 2**24)`.
+- `hash32(counter, key)`: int32 words hashed from int32 `counter` (any shape) and a seed: a keyed bijection of the counter.
 - `gather(values, index)`: `values[index]` along the first axis, indices in range.
 - `scatter_add(counts, index, live)`: `counts` with 1 added at each `index` where `live` (repeats add up; indices in range).
 - `high_half(x)`: float32 `x` with its 12 low mantissa bits cleared (exact).
@@ -26,7 +27,7 @@ import importlib
 import keras
 
 __all__ = [
-    "assign_moved", "bits24", "eager_scope", "fold_in", "gather", "gradients", "has_float64", "high_half", "jit",
+    "assign_moved", "bits24", "eager_scope", "hash32", "fold_in", "gather", "gradients", "has_float64", "high_half", "jit",
     "name", "scatter_add", "uniform",
 ]
 
@@ -56,6 +57,7 @@ bits24 = _impl.bits24
 fold_in = _impl.fold_in
 gather = _impl.gather
 gradients = _impl.gradients
+hash32 = _impl.hash32
 has_float64 = _impl.has_float64
 high_half = _impl.high_half
 jit = _impl.jit

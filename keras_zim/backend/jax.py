@@ -25,6 +25,19 @@ def bits24(shape, seed):
     return jnp.right_shift(bits, 8).astype(jnp.int32)
 
 
+def _fmix32(x):
+    """MurmurHash3's 32-bit finaliser, as keras_zim.backend.tensorflow's."""
+    for shift, factor in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        x = (x ^ (x >> shift)) * jnp.uint32(factor)
+    return x ^ (x >> 16)
+
+
+def hash32(counter, key):
+    x = jax.lax.bitcast_convert_type(jnp.asarray(counter, jnp.int32), jnp.uint32)
+    k = jax.lax.bitcast_convert_type(jnp.asarray(key, jnp.int32), jnp.uint32)
+    return jax.lax.bitcast_convert_type(_fmix32(_fmix32(x ^ k[0]) + k[1]), jnp.int32)
+
+
 def gather(values, index):
     return values.at[index].get(mode="promise_in_bounds")
 

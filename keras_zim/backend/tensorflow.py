@@ -30,6 +30,13 @@ def fold_in(seed, data):
     return tf.bitcast(tf.stack([first, second], axis=-1), tf.int32)
 
 
+def hash32(counter, key):
+    """Two keyed rounds of `_fmix32`: int32 words, a bijection of `counter` for each key."""
+    x = tf.bitcast(tf.cast(counter, tf.int32), tf.uint32)
+    k = tf.bitcast(tf.cast(key, tf.int32), tf.uint32)
+    return tf.bitcast(_fmix32(_fmix32(tf.bitwise.bitwise_xor(x, k[0])) + k[1]), tf.int32)
+
+
 def _key_counter(seed):
     """Philox key `uint64 [1]` and counter `uint64 [2]` from the seed's 64 bits (no scrambling draw).
 

@@ -42,6 +42,20 @@ def bits24(shape, seed):
     return torch.randint(0, 1 << 24, tuple(int(s) for s in shape), generator=generator, dtype=torch.int32, device=device)
 
 
+def _fmix32(x):
+    """MurmurHash3's 32-bit finaliser on int64 holding uint32 values, as keras_zim.backend.tensorflow's."""
+    for shift, factor in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        x = ((x ^ (x >> shift)) * factor) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def hash32(counter, key):
+    x = torch.as_tensor(counter).to(torch.int64) & 0xFFFFFFFF
+    k = [int(w) & 0xFFFFFFFF for w in torch.as_tensor(key).tolist()]
+    h = _fmix32((_fmix32(x ^ k[0]) + k[1]) & 0xFFFFFFFF)
+    return (h - ((h >> 31) << 32)).to(torch.int32)
+
+
 def gather(values, index):
     return values[index.long()]
 
