@@ -23,7 +23,8 @@ def _exact_limit(dtype, unit):
     return unit * 2.0 ** grid.exact_digits(dtype)
 
 
-def _moved(gradients, values, rate, seed, scope, trials, smoothing, unit, slots, relative_smoothing, precision):
+def _moved(gradients, values, rate, seed, scope, trials, smoothing, unit, slots, relative_smoothing, precision,
+           rate_hint):
     """The values after `w <- w - unit * x * sign(g)`, `x` drawn per `scope`.
 
     Draws `x` as `keras_zim.sampling.grid_moves` does for the global scope
@@ -31,7 +32,7 @@ def _moved(gradients, values, rate, seed, scope, trials, smoothing, unit, slots,
     magnitude the dtype holds exactly on the grid.
     """
     counts = sampling.scope_counts(
-        gradients, scope, rate, seed, trials, smoothing, slots, relative_smoothing, precision
+        gradients, scope, rate, seed, trials, smoothing, slots, relative_smoothing, precision, rate_hint
     )
     result = []
     for value, gradient, count in zip(values, gradients, counts):
@@ -255,6 +256,7 @@ class ZIM(keras.optimizers.Optimizer):
         else:
             self._trials = [self.trials or size for size in sizes]
         self._slots = [sampling.chunk_size(trials, rate) for trials in self._trials]
+        self._rate_hint = rate
 
     def apply(self, grads, trainable_variables=None):
         # update_step collects the step's gradients and moves all variables
@@ -290,7 +292,8 @@ class ZIM(keras.optimizers.Optimizer):
             trials, slots = tuple(self._trials[i] for i in index), tuple(self._slots[i] for i in index)
         values = [ops.convert_to_tensor(v) for v in variables]
         static = dict(scope=self.scope, trials=trials, smoothing=self.smoothing, unit=self.unit, slots=slots,
-                      relative_smoothing=self.relative_smoothing, precision=self._precision)
+                      relative_smoothing=self.relative_smoothing, precision=self._precision,
+                      rate_hint=self._rate_hint)
         args = (list(gradients), values, ops.cast(learning_rate, "float32"), seed)
         backend.assign_moved(self, _moved, variables, args, static)
 

@@ -25,7 +25,10 @@ CDF: a uniform target walks down a 16-ary tree of the segment's partial sums.
 Every trial is one scatter-add into the count vector: O(d) to build the
 trees and O(log d) per searched trial, independent of the number of
 segments. Segments whose magnitudes sum to zero, or hold a NaN or Inf, get
-zero counts (the optimizer's skipped step).
+zero counts (the optimizer's skipped step). Given a `rate_hint` (ZIM passes
+its rate), groups of segments large and busy enough place most uniform
+trials with `keras_zim.uniform_share`'s dense pass instead: one pass over
+the cells, no scatter-add per trial.
 
 Two precisions, chosen by `precision` (`"auto"`: float64 where the backend
 has it enabled):
@@ -49,6 +52,7 @@ import numpy as np
 from keras import ops
 
 from keras_zim import backend
+from keras_zim import uniform_share
 
 __all__ = [
     "PRECISIONS",
@@ -234,7 +238,7 @@ class _Plain:
         return pads
 
     def sum16(self, grouped):
-        return ops.sum(grouped, axis=-1)
+        return ops.cast(ops.sum(grouped, axis=-1), self.dtype)  # JAX with x64 sums int32 as int64
 
     def block_sums(self, cells):
         """`[rows, ceil(n/16)]` sums of 16 consecutive entries of `[rows, n]`, without a padded copy."""
@@ -242,9 +246,9 @@ class _Plain:
         whole = size // _FANOUT * _FANOUT
         parts = []
         if whole:
-            parts.append(ops.sum(ops.reshape(cells[:, :whole], [rows, whole // _FANOUT, _FANOUT]), axis=-1))
+            parts.append(self.sum16(ops.reshape(cells[:, :whole], [rows, whole // _FANOUT, _FANOUT])))
         if whole < size:
-            parts.append(ops.sum(cells[:, whole:], axis=-1, keepdims=True))
+            parts.append(ops.cast(ops.sum(cells[:, whole:], axis=-1, keepdims=True), self.dtype))
         return ops.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
     def descend(self, children, remaining):
@@ -640,7 +644,7 @@ def _passing_and_uniform(trials, rate, share, seed):
     return ops.fori_loop(0, 2, stage, (ops.zeros_like(trials), ops.zeros_like(trials)))
 
 
-def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative):
+def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative, dense):
     tree = _SegmentTree(magnitudes, layout, _Plain("float64"))
     mass = tree.total
     spread = smoothing * (mass if relative else ops.convert_to_tensor(layout.sizes.astype(np.float64)))
@@ -648,8 +652,11 @@ def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, sear
     usable = ops.isfinite(mass) & (mass + spread > 0.0)
     share = ops.where(usable, spread / (mass + spread), 0.0)
     passing, uniform = _passing_and_uniform(trials, ops.where(usable, rate, 0.0), share, seed)
-    counts = ops.zeros([magnitudes.shape[0]], "int32")
-    counts = _place_uniform(counts, layout, uniform, slots, seed)
+    if any(dense):
+        counts, left = uniform_share.place(magnitudes.shape[0], layout, dense, uniform, seed)
+    else:
+        counts, left = ops.zeros([magnitudes.shape[0]], "int32"), uniform
+    counts = _place_uniform(counts, layout, left, slots, seed)
     return _place_searched(counts, layout, tree, ops.cast(passing - uniform, "int32"), seed, search_chunk)
 
 
@@ -718,8 +725,20 @@ def _draw_float32x2(magnitudes, layout, trials, rate, smoothing, seed, slots, se
     return _place_searched(counts, layout, tree, searched, seed, max(search_chunk, min(per_round, SEARCH_CHUNK)))
 
 
+def _dense_groups(layout, trials, smoothing, rate_hint):
+    """Per group of `layout`: whether its uniform trials take `uniform_share`'s dense pass."""
+    off = [False] * len(layout.groups)
+    if not (isinstance(trials, (list, tuple)) and isinstance(smoothing, (int, float)) and smoothing > 0):
+        return off
+    bounds = np.cumsum([0] + [count for _, count, _ in layout.groups])
+    dense = [uniform_share.pays(trials[bounds[g] : bounds[g + 1]], rate_hint, size, count)
+             for g, (_, count, size) in enumerate(layout.groups)]
+    lanes = sum(uniform_share.lanes(count, size) for (_, count, size), on in zip(layout.groups, dense) if on)
+    return dense if lanes < uniform_share.MAX_LANES else off
+
+
 def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative=False,
-                precision="float64"):
+                precision="float64", rate_hint=None):
     """Counts of `ZIMultinomial(n, r, q)`, `q ~ |m| + c`, for every segment of `layout`.
 
     Args:
@@ -737,17 +756,27 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
         relative: Python bool; if True, `c` is in units of the segment's
             mean `|m|` (a uniform share of `c / (1 + c)` at any scale).
         precision: `"float64"` or `"float32x2"` (see the module docstring).
+        rate_hint: Python float or None: the rate the loops are sized for.
+            With `"float64"`, static `trials` and a Python `smoothing > 0`,
+            groups expected to draw `MIN_RATE` or more uniform trials per cell
+            place them by `keras_zim.uniform_share`'s dense pass; `slots`
+            then sizes only what it leaves. None: no dense pass.
 
     Returns:
         int32 `[L]` counts. Segments whose magnitudes sum to zero, or hold a
         NaN or Inf, get none.
     """
     if precision == "float64":
+        dense = _dense_groups(layout, trials, smoothing, rate_hint)
+        if any(dense):
+            bounds = np.cumsum([0] + [count for _, count, _ in layout.groups])
+            slots = [uniform_share.left_over(max(trials[bounds[g] : bounds[g + 1]]), rate_hint, size) if on else k
+                     for g, ((_, _, size), k, on) in enumerate(zip(layout.groups, slots, dense))]
         if isinstance(trials, (list, tuple)):
             trials = ops.convert_to_tensor(np.asarray(trials, np.float64))
         counts = _draw_float64(
             magnitudes, layout, trials, _segment_values(rate, layout, "float64"),
-            ops.cast(smoothing, "float64"), seed, slots, search_chunk, relative,
+            ops.cast(smoothing, "float64"), seed, slots, search_chunk, relative, dense,
         )
     elif precision == "float32x2":
         if not isinstance(trials, (list, tuple)):
@@ -845,14 +874,15 @@ def _split(flat, sizes):
     return [flat[start:end] for start, end in zip([0] + list(ends[:-1]), ends)]
 
 
-def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative=False, precision="float64"):
+def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative=False, precision="float64",
+                 rate_hint=None):
     """ZIM trial counts for `gradients` as one scope (`"global"`) or one per gradient (`"variable"`).
 
     `q_i = (|g_i| + c) / (||g||_1 + c d)` over each scope; `trials` and
     `slots` (uniform trials placed per loop step) hold Python ints, one per
     scope. In the variable scope the gradients are laid out by size, so that
     equal sizes form one group of segments and the draw compiles once per
-    size, not once per variable.
+    size, not once per variable. `rate_hint` as for `draw_counts`.
 
     Returns:
         One flat int32 count tensor per gradient.
@@ -878,7 +908,7 @@ def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relativ
     rate = ops.clip(ops.cast(rate, "float64" if precision == "float64" else "float32"), 0.0, 1.0)
     counts = draw_counts(
         flat, layout, list(trials), rate, float(smoothing), seed, slots,
-        min(max(slots), SEARCH_CHUNK), relative, precision,
+        min(max(slots), SEARCH_CHUNK), relative, precision, rate_hint,
     )
     pieces = _split(counts, sizes)
     if scope == "global":
@@ -889,9 +919,10 @@ def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relativ
     return result
 
 
-def _grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk, precision):
+def _grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk, precision, rate_hint):
     trials = sum(int(np.prod(g.shape)) for g in gradients) if trials is None else trials
-    counts = scope_counts(gradients, "global", rate, seed, [trials], smoothing, [chunk], precision=precision)
+    counts = scope_counts(gradients, "global", rate, seed, [trials], smoothing, [chunk], precision=precision,
+                          rate_hint=rate_hint)
     counts = ops.concatenate(counts, axis=0) if len(counts) > 1 else counts[0]
     flat, sizes = flat_gradients(gradients, precision)
     # Where no trial landed the move is 0, even where g is NaN (sign(NaN) * 0 is NaN).
@@ -899,10 +930,12 @@ def _grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk, precision
     return [ops.reshape(ops.cast(m, g.dtype), g.shape) for m, g in zip(_split(moves, sizes), gradients)]
 
 
-_compiled_grid_moves = backend.jit(_grid_moves, static_argnames=("trials", "smoothing", "unit", "chunk", "precision"))
+_compiled_grid_moves = backend.jit(
+    _grid_moves, static_argnames=("trials", "smoothing", "unit", "chunk", "precision", "rate_hint")
+)
 
 
-def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk, precision="auto"):
+def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk, precision="auto", rate_hint=None):
     """The ZIM move `unit * x * sign(g)` for gradients sampled as one scope.
 
     `q_i = (|g_i| + c) / (||g||_1 + c d)` over all of `gradients` together,
@@ -920,6 +953,8 @@ def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk, precision=
         unit: Python float, the grid step.
         chunk: Python int, trials placed per loop iteration.
         precision: one of `PRECISIONS`. Defaults to `"auto"`.
+        rate_hint: Python float or None, as for `draw_counts`; the optimizer
+            passes the rate it was built at. Defaults to None.
 
     Returns:
         List of moves, each shaped and typed like its gradient.
@@ -927,5 +962,5 @@ def grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk, precision=
     seed = ops.cast(ops.convert_to_tensor(seed), "int32")
     return _compiled_grid_moves(
         list(gradients), rate, seed, trials=trials, smoothing=float(smoothing), unit=float(unit), chunk=int(chunk),
-        precision=resolve_precision(precision),
+        precision=resolve_precision(precision), rate_hint=None if rate_hint is None else float(rate_hint),
     )

@@ -160,6 +160,30 @@ def test_optimizer_moves_equal_the_pure_function():
     np.testing.assert_array_equal(w, -move.numpy())
 
 
+def test_default_step_on_a_large_model_takes_the_dense_pass_and_equals_the_pure_function(monkeypatch):
+    # ZIM() on 300 x 300 + 300 parameters: the uniform share goes through
+    # keras_zim.uniform_share (spied on); the moves are grid_moves' with the
+    # optimizer's rate as the hint, whole numbers, N ~ Binomial(d, 0.1) of them.
+    from exact_law import P_MIN, binomial_interval
+    from keras_zim import uniform_share
+
+    calls = []
+    place = uniform_share.place
+    monkeypatch.setattr(uniform_share, "place", lambda *args: calls.append(1) or place(*args))
+    rng = np.random.default_rng(3)
+    grads = [rng.normal(0, 1e-3, (300, 300)), rng.normal(0, 1e-3, 300)]
+    w = _apply(keras_zim.ZIM(seed=8), grads, [np.zeros((300, 300)), np.zeros(300)])
+    assert calls
+    seed = backend.fold_in(tf.constant([8, -1]), 0)
+    d = 300 * 300 + 300
+    moves = sampling.grid_moves([tf.constant(g, tf.float32) for g in grads], tf.constant(0.1), seed, None, 1.0, 1.0,
+                                sampling.chunk_size(d, 0.1), rate_hint=0.1)
+    for value, move in zip(w, moves):
+        np.testing.assert_array_equal(value, -move.numpy())
+    low, high = binomial_interval(d, 0.1, P_MIN)
+    assert keras_zim.is_integral(w) and low <= sum(np.abs(v).sum() for v in w) <= high
+
+
 def test_golden_values_for_three_steps():
     optimizer = keras_zim.ZIM(learning_rate=0.2, trials=40, smoothing=0.1, seed=2024)
     w = keras.Variable(np.zeros(6, "float32"))

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from scipy import stats
 
 import keras_zim
 from exact_law import P_MIN, Z, binomial_interval, chisquare_pvalue, joint_counts, outcomes, zim_pmf
@@ -271,3 +272,110 @@ def test_stateless_apply_is_pure_and_steps_differ():
     moves = [_numpy(first[0]), _numpy(second[0]) - _numpy(first[0])]
     assert np.any(moves[0] != moves[1]) and np.all(moves[1] == np.round(moves[1]))
     np.testing.assert_array_equal(_numpy(again[0]), moves[0])
+
+
+# ------------------------------------------------- the dense uniform share
+
+
+def _fmix32(x):
+    for shift, factor in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        x = ((x ^ (x >> np.uint64(shift))) * np.uint64(factor)) & np.uint64(0xFFFFFFFF)
+    return x ^ (x >> np.uint64(16))
+
+
+def test_hash32_is_the_reference_bijection_with_balanced_bits():
+    # Every backend's hash32 is the same function (two keyed rounds of
+    # MurmurHash3's finaliser, as written here in NumPy); over 2**16
+    # consecutive counters it is injective and each of its 32 bits is 1 with
+    # probability 1/2 (binomial central intervals holding all but P_MIN / 32).
+    key = np.array([0x12345678, -0x789ABC], np.int32)
+    counters = np.arange(1 << 16, dtype=np.int32)
+    words = _numpy(backend.hash32(ops.convert_to_tensor(counters), ops.convert_to_tensor(key))).view(np.uint32)
+    k = key.view(np.uint32).astype(np.uint64)
+    expected = _fmix32((_fmix32(counters.astype(np.uint64) ^ k[0]) + k[1]) & np.uint64(0xFFFFFFFF))
+    np.testing.assert_array_equal(words, expected.astype(np.uint32))
+    assert len(np.unique(words)) == len(counters)
+    low, high = binomial_interval(len(counters), 0.5, P_MIN / 32)
+    ones = [int((words >> np.uint32(bit) & 1).sum()) for bit in range(32)]
+    assert low <= min(ones) and max(ones) <= high
+
+
+# The dense pass is float64 only: without float64 (JAX's default) the same
+# tests check that the float32x2 draw keeps the law without it.
+DENSE_PRECISION, DENSE_DTYPE = ("float64", np.float64) if backend.has_float64() else ("float32x2", np.float32)
+_DENSE = backend.jit(
+    lambda magnitudes, seed, layout, trials, rates, hint: sampling.draw_counts(
+        magnitudes, layout, list(trials), ops.convert_to_tensor(np.asarray(rates, DENSE_DTYPE)), 1.0, seed,
+        [sampling.chunk_size(max(trials), max(rates))] * len(layout.groups), 64, precision=DENSE_PRECISION,
+        rate_hint=hint,
+    ),
+    static_argnames=("layout", "trials", "rates", "hint"),
+)
+
+
+def _dense_counts(magnitudes, seed, layout, trials, rates, hint):
+    magnitudes = np.asarray(magnitudes, DENSE_DTYPE)
+    args = (ops.convert_to_tensor(magnitudes), ops.convert_to_tensor(np.asarray(seed, np.int32)))
+    static = dict(layout=layout, trials=tuple(trials), rates=tuple(rates), hint=hint)
+    return _numpy(_DENSE(*args, **static))
+
+
+def _spy_on_the_dense_pass(monkeypatch):
+    from keras_zim import uniform_share
+
+    calls = []
+    place = uniform_share.place
+    monkeypatch.setattr(uniform_share, "place", lambda *args: calls.append(1) or place(*args))
+    return calls
+
+
+@pytest.mark.parametrize("forced", ["every M > U redrawn one by one", "blocks past their fast slots"])
+def test_dense_uniform_share_keeps_the_joint_law(monkeypatch, forced):
+    # Rows of 9 and of 8 cells, n = 3, r = 0.6, c = 1, through the dense pass
+    # (its thresholds lowered so that it runs here): lambda = U (so M > U and
+    # the fallback are common), and in the second case one fast slot a block
+    # (so blocks past it, and their one-by-one trials, are common). The 9-cell
+    # rows end in a partial block. Joint pmf of each row by chi-square.
+    from keras_zim import uniform_share
+
+    calls = _spy_on_the_dense_pass(monkeypatch)
+    monkeypatch.setattr(uniform_share, "MIN_CELLS", 1)
+    monkeypatch.setattr(uniform_share, "SPARE", (0.0, 0.0))
+    if forced == "blocks past their fast slots":
+        monkeypatch.setattr(uniform_share, "FAST_SLOTS", 1)
+    rows = 4000 if forced == "blocks past their fast slots" and not JIT else 10_000
+    nine, eight = np.array([0.0, 0.5, 0.0, 1.0, 0.0, 0.0, 0.0, 0.5, 0.0]), np.array([0.2, 0, 0, 0, 0.3, 0, 0, 0])
+    layout = sampling.Segments([(0, rows, 9), (9 * rows, rows, 8)])
+    magnitudes = np.concatenate([np.tile(nine, rows), np.tile(eight, rows)])
+    counts = _dense_counts(magnitudes, [7, len(forced)], layout, [3] * (2 * rows), [0.6] * (2 * rows), 0.6)
+    assert bool(calls) == (DENSE_PRECISION == "float64")
+    for w, cells in ((nine, counts[: 9 * rows].reshape(rows, 9)), (eight, counts[9 * rows :].reshape(rows, 8))):
+        q = (w + 1.0) / (w.sum() + len(w))
+        assert chisquare_pvalue(joint_counts(cells, 3), zim_pmf(outcomes(3, len(w)), 3, 0.6, q)) > P_MIN
+
+
+def test_dense_uniform_share_at_the_defaults(monkeypatch):
+    # ZIM's defaults on one segment of 2**17 + 3 cells, g = 0, c = 1 (every
+    # trial uniform), 24 draws, unpatched: the dense pass runs (spied on);
+    # each total is Binomial(n, r); over all draws the counts of single cells,
+    # of aligned blocks of 8 and of blocks of 8 straddling two, and of the
+    # last 3 cells (the partial block), each follow their Binomial marginal
+    # (chi-square of the pooled histograms: cells of one draw are negatively
+    # associated, which makes the test conservative, never more severe).
+    calls = _spy_on_the_dense_pass(monkeypatch)
+    d, r, draws = (1 << 17) + 3, 0.1, 24
+    layout = sampling.Segments([(0, 1, d)])
+    counts = np.stack([_dense_counts(np.zeros(d), [5, k], layout, [d], [r], r) for k in range(draws)])
+    assert bool(calls) == (DENSE_PRECISION == "float64")
+    low, high = binomial_interval(d, r, P_MIN / draws)
+    assert all(low <= total <= high for total in counts.sum(axis=1))
+    whole = d // 8 * 8
+    for values, width in ((counts[:, :whole], 1), (counts[:, :whole].reshape(draws, -1, 8).sum(axis=2), 8),
+                          (counts[:, 4 : whole - 4].reshape(draws, -1, 8).sum(axis=2), 8)):
+        support = np.arange(12)
+        observed = np.bincount(values.ravel(), minlength=12)[:12]
+        expected = stats.binom.pmf(support, d, r * width / d)
+        assert observed.sum() == values.size
+        assert chisquare_pvalue(observed, expected / expected.sum()) > P_MIN
+    low, high = binomial_interval(draws * d, 3 * r / d)
+    assert low <= counts[:, whole:].sum() <= high

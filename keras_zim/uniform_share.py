@@ -1,0 +1,240 @@
+"""The uniform share of ZIM's trials placed by one dense pass, not one scatter-add per trial.
+
+`U` trials, each uniform over a segment's `d` cells, give counts
+`Multinomial(U, 1/d)`. Drawn cell by cell (Poissonisation):
+
+- Every cell gets `Poisson(mu)` independently, `mu = lambda / d`,
+  `lambda = min(U - 4 sqrt(U) - 16, BLOCK_RATE d / 8)`; given their total
+  `M`, these counts are exactly `Multinomial(M, 1/d)`.
+- If `M <= U` (almost always), the caller places the other `U - M` trials one
+  by one: `Multinomial(M) + Multinomial(U - M)` is `Multinomial(U)` given
+  `M`. If `M > U`, the segment's pass is dropped and all `U` go one by one;
+  that choice depends on `M` alone, so the law given `M` stands.
+
+Cells go in blocks of 8. A block's total is `Poisson(8 mu)`, by inversion
+of a 64-bit uniform (two hashed words) against 64-bit tail thresholds; its
+trials land on its cells by the 3-bit fields of two more words, their
+counts sit in the 4-bit fields of one int32. Blocks past `FAST_SLOTS`
+trials (below 3e-10 each) get the rest one block batch at a time, up to
+`ALL_SLOTS`, beyond which a 64-bit uniform cannot reach. Lanes past a
+segment's end draw too, and their trials are dropped: every cell keeps its
+own `Poisson(mu)`. The bits are `backend.hash32` of (lane, word), keyed on
+the step's seed.
+
+Float64 only (the thresholds are float64 tail sums). docs/sampler.md has
+the measurements.
+"""
+
+import math
+
+import numpy as np
+from keras import ops
+
+from keras_zim import backend
+
+BLOCK = 8
+FAST_SLOTS = 15
+ALL_SLOTS = 40
+BLOCK_RATE = 2.0  # P(Poisson(2) > ALL_SLOTS) < 2**-64
+MIN_RATE = 1.0 / 16.0  # expected uniform trials per cell from which the pass beats the scatter-adds
+MIN_CELLS = 1 << 16
+MAX_LANES = 1 << 28  # hash counters are 8 per lane, below 2**31
+ROW_BLOCKS = 64
+BATCH = 256  # blocks past FAST_SLOTS completed per loop step
+SPARE = (4.0, 16.0)  # lambda = U - 4 sqrt(U) - 16
+_TERMS = 64  # Poisson pmf terms summed for the tails: below 1e-60 past them at mean 2
+_LOG_FACTORIALS = np.asarray([math.lgamma(j + 1.0) for j in range(_TERMS)])
+
+
+def pays(trials, rate_hint, size, count):
+    """Whether a group of `count` segments of `size` cells, `trials` each, takes the dense pass at `rate_hint`."""
+    return (
+        rate_hint is not None
+        and min(trials) * rate_hint >= MIN_RATE * size
+        and count * size >= MIN_CELLS
+        and size >= BLOCK
+    )
+
+
+def lanes(count, size):
+    """Lanes (cells and padding) the pass draws for `count` segments of `size` cells."""
+    return count * -(-size // (BLOCK * ROW_BLOCKS)) * ROW_BLOCKS * BLOCK
+
+
+def left_over(trials, rate_hint, size):
+    """Static loop slots for the trials the pass leaves (`U - M`) in one segment."""
+    mean = trials * rate_hint
+    spare = SPARE[0] * math.sqrt(mean) + SPARE[1]
+    left = max(spare, mean - BLOCK_RATE / BLOCK * size + spare)
+    return max(1, math.ceil(left + 8.0 * math.sqrt(left) + 16.0))
+
+
+def _thresholds(mean, slots):
+    """`P(Poisson(mean) >= k)`, k = 1..slots+1, as 64-bit fixed point: two int32 `[segments, slots + 1]`.
+
+    Words are offset by 2**31, so that signed comparisons order them as the
+    unsigned 64-bit values.
+    """
+    j = ops.convert_to_tensor(np.arange(_TERMS, dtype=np.float64))
+    mean = mean[:, None]
+    log_mean = ops.log(ops.maximum(mean, 1e-300))
+    pmf = ops.exp(j * log_mean - mean - ops.convert_to_tensor(_LOG_FACTORIALS))
+    pmf = ops.where(mean > 0.0, pmf, ops.cast(j == 0.0, "float64"))
+    tails = ops.flip(ops.cumsum(ops.flip(pmf, axis=1), axis=1), axis=1)[:, 1 : slots + 2]
+    scaled = tails * 2.0**32
+    high = ops.floor(scaled)
+    low = ops.floor((scaled - high) * 2.0**32)
+    return ops.cast(high - 2.0**31, "int32"), ops.cast(low - 2.0**31, "int32")
+
+
+def _below(words, high, low):
+    return (words[0] < high) | ((words[0] == high) & (words[1] < low))
+
+
+def _count(words, thresholds, slots):
+    """`min(Y, slots)` for `U = (words[0], words[1])`, `Y = #{k: U < T_k}`, and whether `Y > slots`.
+
+    Unrolled: the fast path.
+    """
+    high, low = thresholds
+    count = ops.zeros(ops.shape(words[0]), "int32")
+    for k in range(slots):
+        count += ops.cast(_below(words, high[:, k : k + 1], low[:, k : k + 1]), "int32")
+    return count, _below(words, high[:, slots : slots + 1], low[:, slots : slots + 1])
+
+
+def _field(words, j):
+    """The 3-bit cell of slot `j`: ten fields a word, from the third word on."""
+    return ops.bitwise_and(ops.right_shift(words[2 + j // 10], 3 * (j % 10)), 7)
+
+
+def _words(counters, key, count):
+    return [backend.hash32(counters * 8 + w, key) for w in range(count)]
+
+
+class _Group:
+    """The dense pass over one group of `count` segments of `size` cells.
+
+    Each segment gets a multiple of `ROW_BLOCKS` blocks (on XLA:CPU an odd
+    row length runs the elementwise code several times slower). Trials
+    landing on lanes past the segment are dropped and not counted, which
+    leaves every cell of the segment its own `Poisson(mu)`. `first` numbers
+    the group's first lane among all groups' lanes (the hash counters).
+    """
+
+    def __init__(self, first, count, size):
+        self.first, self.count, self.size = first, count, size
+        self.lanes = lanes(count, size)
+        self.blocks = self.lanes // (count * BLOCK)
+        rows = first + np.arange(count, dtype=np.int64)[:, None] * self.blocks * BLOCK
+        self.counters = ops.convert_to_tensor((rows + BLOCK * np.arange(self.blocks)).astype(np.int32))
+
+    def draw(self, mean, key):
+        """int32 `[count, blocks, 8]` Poisson counts of every lane, and float64 `[count]` the trials landing in
+        each segment (lanes past it excluded)."""
+        words = _words(self.counters, key, 4)
+        thresholds = _thresholds(mean * (BLOCK / self.size), ALL_SLOTS)
+        count, past = _count(words, thresholds, FAST_SLOTS)
+        packed = ops.zeros_like(count)
+        for j in range(FAST_SLOTS):
+            packed += ops.where(j < count, ops.left_shift(1, 4 * _field(words, j)), 0)
+        # Trials on the lanes past the segment, all in its last blocks.
+        tail = _unpack(packed[:, self.size // BLOCK :])
+        outside = ops.sum(ops.where(self._inside()[self.size // BLOCK :], 0, tail), axis=(1, 2))
+        total = ops.sum(count, axis=1) - outside
+        past = past & (ops.arange(self.blocks, dtype="int32") < -(-self.size // BLOCK))  # padding blocks: no matter
+        # The branches also keep XLA from redoing the draw for each lane.
+        lanes, total = ops.cond(
+            ops.any(past),
+            lambda: self._more_trials(_unpack(packed), past, total, thresholds, key),
+            lambda: (_unpack(packed), total),
+        )
+        return lanes, ops.cast(total, "float64")
+
+    def _inside(self):
+        """Whether each lane `[blocks, 8]` is a cell of the segment."""
+        lane = ops.arange(self.blocks * BLOCK, dtype="int32")
+        return ops.reshape(lane < self.size, [self.blocks, BLOCK])
+
+    def _more_trials(self, lanes, past, total, thresholds, key):
+        """Adds the trials past FAST_SLOTS of each block flagged in `past`, `BATCH` blocks at a time."""
+        high, low = thresholds
+        slot = ops.arange(FAST_SLOTS, ALL_SLOTS, dtype="int32")
+        pending = ops.cast(ops.reshape(past, [-1]), "int32")
+        batch = min(BATCH, pending.shape[0])
+
+        def body(done, lanes, total):
+            flagged, index = ops.top_k(pending - done, batch, sorted=False)
+            live = flagged > 0
+            segment, block = index // self.blocks, index % self.blocks
+            words = _words(self.first + BLOCK * index, key, 2 + -(-ALL_SLOTS // 10))
+            column = lambda w: w[:, None]  # noqa: E731
+            trials = ops.sum(ops.cast(_below([column(words[0]), column(words[1])], ops.take(high, segment, axis=0)[:, :ALL_SLOTS],
+                                             ops.take(low, segment, axis=0)[:, :ALL_SLOTS]), "int32"), axis=1)
+            fields = ops.stack(words[2:], axis=1)  # [batch, 4]
+            field = ops.bitwise_and(ops.right_shift(ops.take(fields, slot // 10, axis=1), 3 * (slot % 10)), 7)
+            extra = live[:, None] & (slot < trials[:, None])
+            lanes = backend.scatter_add(lanes, ops.reshape(index[:, None] * BLOCK + field, [-1]), ops.reshape(extra, [-1]))
+            inside = extra & (block[:, None] * BLOCK + field < self.size)
+            total = backend.scatter_add(total, ops.reshape(segment[:, None] + 0 * slot, [-1]), ops.reshape(inside, [-1]))
+            return backend.scatter_add(done, index, live), lanes, total
+
+        state = (ops.zeros_like(pending), ops.reshape(lanes, [-1]), total)
+        _, lanes, total = ops.while_loop(lambda done, lanes, total: ops.any(pending > done), body, state)
+        return ops.reshape(lanes, [self.count, self.blocks, BLOCK]), total
+
+
+def _unpack(packed):
+    """The 4-bit fields of `packed` `[...]` as int32 `[..., 8]`."""
+    shifts = ops.convert_to_tensor(np.arange(0, 4 * BLOCK, 4, dtype=np.int32))
+    return ops.bitwise_and(ops.right_shift(packed[..., None], shifts), 15)
+
+
+def place(length, layout, dense, uniform, seed):
+    """Counts `[length]` of the dense pass over the groups flagged in `dense`, and the trials left per segment.
+
+    Args:
+        length: Python int, cells of the flat vector.
+        layout: the `Segments` drawn in.
+        dense: Python bools, one per group of `layout`.
+        uniform: float64 `[segments]`, the uniform trials `U` per segment.
+        seed: stateless seed, int32 `[2]`.
+
+    Returns:
+        `(counts, left)`: int32 `[length]`, and float64 `[segments]` `U - M`.
+    """
+    bounds = np.cumsum([0] + [count for _, count, _ in layout.groups])
+    groups, lanes = [], 0
+    for g, ((_, count, size), on) in enumerate(zip(layout.groups, dense)):
+        if on:
+            groups.append((_Group(lanes, count, size), bounds[g]))
+            lanes += groups[-1][0].lanes
+    means = []
+    for group, first in groups:
+        u = uniform[first : first + group.count]
+        spare = ops.maximum(u - SPARE[0] * ops.sqrt(u) - SPARE[1], 0.0)
+        means.append(ops.minimum(spare, BLOCK_RATE / BLOCK * group.size))
+    key = backend.fold_in(seed, 4)
+    drawn = {}
+    for (group, first), mean in zip(groups, means):
+        lanes, total = group.draw(mean, key)
+        # Where M > U the segment's pass is dropped and its U trials all go
+        # one by one: that depends on M alone, so the law given M stands.
+        kept = total <= uniform[first : first + group.count]
+        lanes = ops.where(kept[:, None, None], lanes, 0)
+        cells = ops.reshape(ops.reshape(lanes, [group.count, group.blocks * BLOCK])[:, : group.size], [-1])
+        drawn[first] = (cells, ops.where(kept, total, 0.0))
+    pieces, left, position = [], [], 0
+    for g in sorted(range(len(layout.groups)), key=lambda g: layout.groups[g][0]):
+        start, count, size = layout.groups[g]
+        if start > position:
+            pieces.append(ops.zeros([start - position], "int32"))
+        pieces.append(drawn[bounds[g]][0] if bounds[g] in drawn else ops.zeros([count * size], "int32"))
+        position = start + count * size
+    if length > position:
+        pieces.append(ops.zeros([length - position], "int32"))
+    for g, (start, count, size) in enumerate(layout.groups):
+        u = uniform[bounds[g] : bounds[g] + count]
+        left.append(u - drawn[bounds[g]][1] if bounds[g] in drawn else u)
+    counts = ops.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+    return counts, ops.concatenate(left, axis=0) if len(left) > 1 else left[0]
