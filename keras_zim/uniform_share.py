@@ -168,15 +168,15 @@ class _Group:
             live = flagged > 0
             segment, block = index // self.blocks, index % self.blocks
             words = _words(self.first + BLOCK * index, key, 2 + -(-ALL_SLOTS // 10))
-            column = lambda w: w[:, None]  # noqa: E731
-            trials = ops.sum(ops.cast(_below([column(words[0]), column(words[1])], ops.take(high, segment, axis=0)[:, :ALL_SLOTS],
-                                             ops.take(low, segment, axis=0)[:, :ALL_SLOTS]), "int32"), axis=1)
+            below = _below([w[:, None] for w in words[:2]], ops.take(high, segment, axis=0)[:, :ALL_SLOTS],
+                           ops.take(low, segment, axis=0)[:, :ALL_SLOTS])
+            trials = ops.sum(ops.cast(below, "int32"), axis=1)
             fields = ops.stack(words[2:], axis=1)  # [batch, 4]
             field = ops.bitwise_and(ops.right_shift(ops.take(fields, slot // 10, axis=1), 3 * (slot % 10)), 7)
             extra = live[:, None] & (slot < trials[:, None])
             lanes = backend.scatter_add(lanes, ops.reshape(index[:, None] * BLOCK + field, [-1]), ops.reshape(extra, [-1]))
             inside = extra & (block[:, None] * BLOCK + field < self.size)
-            total = backend.scatter_add(total, ops.reshape(segment[:, None] + 0 * slot, [-1]), ops.reshape(inside, [-1]))
+            total = backend.scatter_add(total, ops.repeat(segment, ALL_SLOTS - FAST_SLOTS), ops.reshape(inside, [-1]))
             return backend.scatter_add(done, index, live), lanes, total
 
         state = (ops.zeros_like(pending), ops.reshape(lanes, [-1]), total)
