@@ -770,8 +770,12 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
         dense = _dense_groups(layout, trials, smoothing, rate_hint)
         if any(dense):
             bounds = np.cumsum([0] + [count for _, count, _ in layout.groups])
-            slots = [uniform_share.left_over(max(trials[bounds[g] : bounds[g + 1]]), rate_hint, size) if on else k
-                     for g, ((_, _, size), k, on) in enumerate(zip(layout.groups, slots, dense))]
+            per_group = [trials[bounds[g] : bounds[g + 1]] for g in range(len(layout.groups))]
+            mean = uniform_share.expected_mean(
+                [(min(t), size) for t, (_, _, size), on in zip(per_group, layout.groups, dense) if on], rate_hint
+            )
+            slots = [uniform_share.left_over(max(t), rate_hint, size, mean) if on else k
+                     for t, (_, _, size), k, on in zip(per_group, layout.groups, slots, dense)]
         if isinstance(trials, (list, tuple)):
             trials = ops.convert_to_tensor(np.asarray(trials, np.float64))
         counts = _draw_float64(

@@ -3,9 +3,11 @@
 `U` trials, each uniform over a segment's `d` cells, give counts
 `Multinomial(U, 1/d)`. Drawn cell by cell (Poissonisation):
 
-- Every cell gets `Poisson(mu)` independently, `mu = lambda / d`,
-  `lambda = min(U - 4 sqrt(U) - 16, BLOCK_RATE d / 8)`; given their total
-  `M`, these counts are exactly `Multinomial(M, 1/d)`.
+- Every cell gets `Poisson(mu)` independently; given their total `M`,
+  these counts are exactly `Multinomial(M, 1/d)`, whatever `mu`. One `mu`
+  serves every segment of the pass (one pass, one compile, for all groups
+  of the variable scope): the least `lambda / d` over the segments,
+  `lambda = U - 4 sqrt(U) - 16`, and at most `BLOCK_RATE / 8`.
 - If `M <= U` (almost always), the caller places the other `U - M` trials one
   by one: `Multinomial(M) + Multinomial(U - M)` is `Multinomial(U)` given
   `M`. If `M > U`, the segment's pass is dropped and all `U` go one by one;
@@ -61,16 +63,25 @@ def lanes(count, size):
     return count * -(-size // (BLOCK * ROW_BLOCKS)) * ROW_BLOCKS * BLOCK
 
 
-def left_over(trials, rate_hint, size):
-    """Static loop slots for the trials the pass leaves (`U - M`) in one segment."""
-    mean = trials * rate_hint
-    spare = SPARE[0] * math.sqrt(mean) + SPARE[1]
-    left = max(spare, mean - BLOCK_RATE / BLOCK * size + spare)
+def _spare(expected):
+    return SPARE[0] * math.sqrt(expected) + SPARE[1]
+
+
+def expected_mean(groups, rate_hint):
+    """The Poisson mean per cell that `place` is expected to use at `rate_hint`, for `(trials, size)` per group."""
+    return min(min(BLOCK_RATE / BLOCK, max(t * rate_hint - _spare(t * rate_hint), 0.0) / size) for t, size in groups)
+
+
+def left_over(trials, rate_hint, size, mean):
+    """Static loop slots for the trials the pass at `mean` per cell leaves (`U - M`) in one segment."""
+    expected = trials * rate_hint
+    spare = _spare(expected)
+    left = max(spare, expected - BLOCK_RATE / BLOCK * size + spare, expected - mean * size, 0.0)
     return max(1, math.ceil(left + 8.0 * math.sqrt(left) + 16.0))
 
 
 def _thresholds(mean, slots):
-    """`P(Poisson(mean) >= k)`, k = 1..slots+1, as 64-bit fixed point: two int32 `[segments, slots + 1]`.
+    """`P(Poisson(mean) >= k)`, k = 1..slots+1, as 64-bit fixed point: two int32 `[rows, slots + 1]`.
 
     Words are offset by 2**31, so that signed comparisons order them as the
     unsigned 64-bit values.
@@ -99,8 +110,8 @@ def _count(words, thresholds, slots):
     high, low = thresholds
     count = ops.zeros(ops.shape(words[0]), "int32")
     for k in range(slots):
-        count += ops.cast(_below(words, high[:, k : k + 1], low[:, k : k + 1]), "int32")
-    return count, _below(words, high[:, slots : slots + 1], low[:, slots : slots + 1])
+        count += ops.cast(_below(words, high[:, k], low[:, k]), "int32")
+    return count, _below(words, high[:, slots], low[:, slots])
 
 
 def _field(words, j):
@@ -112,37 +123,53 @@ def _words(counters, key, count):
     return [backend.hash32(counters * 8 + w, key) for w in range(count)]
 
 
-class _Group:
-    """The dense pass over one group of `count` segments of `size` cells.
+class _Pass:
+    """The dense pass over the segments of every dense group of a layout, at one Poisson mean per cell.
 
     Each segment gets a multiple of `ROW_BLOCKS` blocks (on XLA:CPU an odd
-    row length runs the elementwise code several times slower). Trials
-    landing on lanes past the segment are dropped and not counted, which
-    leaves every cell of the segment its own `Poisson(mu)`. `first` numbers
-    the group's first lane among all groups' lanes (the hash counters).
+    row length runs the elementwise code several times slower), the groups'
+    blocks one after another; trials landing on lanes past a segment are
+    dropped and not counted, which leaves every cell its own `Poisson(mu)`.
+    One mean for all segments makes one threshold table and one pass (one
+    compile) whatever the number of groups.
     """
 
-    def __init__(self, first, count, size):
-        self.first, self.count, self.size = first, count, size
-        self.lanes = lanes(count, size)
-        self.blocks = self.lanes // (count * BLOCK)
-        rows = first + np.arange(count, dtype=np.int64)[:, None] * self.blocks * BLOCK
-        self.counters = ops.convert_to_tensor((rows + BLOCK * np.arange(self.blocks)).astype(np.int32))
+    def __init__(self, layout, dense):
+        bounds = np.cumsum([0] + [count for _, count, _ in layout.groups])
+        self.parts = []  # (group, first segment, count, size, blocks per segment, first block)
+        block = 0
+        for g, ((_, count, size), on) in enumerate(zip(layout.groups, dense)):
+            if on:
+                blocks = lanes(count, size) // (count * BLOCK)
+                self.parts.append((g, int(bounds[g]), count, size, blocks, block))
+                block += count * blocks
+        self.blocks = block
+        self.sizes = np.concatenate([np.full(count, size, np.float64) for _, _, count, size, _, _ in self.parts])
+
+    def segments(self, values):
+        """`values` `[segments]` of the layout, restricted to the pass's segments, in its order."""
+        pieces = [values[first : first + count] for _, first, count, _, _, _ in self.parts]
+        return ops.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
 
     def draw(self, mean, key):
-        """int32 `[count, blocks, 8]` Poisson counts of every lane, and float64 `[count]` the trials landing in
-        each segment (lanes past it excluded)."""
-        words = _words(self.counters, key, 4)
-        thresholds = _thresholds(mean * (BLOCK / self.size), ALL_SLOTS)
+        """int32 `[blocks, 8]` Poisson(`mean`) counts of every lane, and float64 `[segments]` the trials
+        landing in each segment of the pass (lanes past it excluded)."""
+        words = _words(ops.arange(self.blocks, dtype="int32") * BLOCK, key, 4)
+        thresholds = _thresholds(ops.reshape(mean * BLOCK, [1]), ALL_SLOTS)
         count, past = _count(words, thresholds, FAST_SLOTS)
         packed = ops.zeros_like(count)
         for j in range(FAST_SLOTS):
             packed += ops.where(j < count, ops.left_shift(1, 4 * _field(words, j)), 0)
-        # Trials on the lanes past the segment, all in its last blocks.
-        tail = _unpack(packed[:, self.size // BLOCK :])
-        outside = ops.sum(ops.where(self._inside()[self.size // BLOCK :], 0, tail), axis=(1, 2))
-        total = ops.sum(count, axis=1) - outside
-        past = past & (ops.arange(self.blocks, dtype="int32") < -(-self.size // BLOCK))  # padding blocks: no matter
+        totals, real = [], []
+        for _, _, rows, size, blocks, first in self.parts:
+            part = slice(first, first + rows * blocks)
+            # Trials on the lanes past the segment, all in its last blocks.
+            tail = _unpack(ops.reshape(packed[part], [rows, blocks])[:, size // BLOCK :])
+            outside = ops.sum(ops.where(_inside(size, blocks)[size // BLOCK :], 0, tail), axis=(1, 2))
+            totals.append(ops.sum(ops.reshape(count[part], [rows, blocks]), axis=1) - outside)
+            real.append(ops.tile(ops.arange(blocks, dtype="int32") < -(-size // BLOCK), [rows]))  # padding: no matter
+        total = ops.concatenate(totals, axis=0) if len(totals) > 1 else totals[0]
+        past = past & (ops.concatenate(real, axis=0) if len(real) > 1 else real[0])
         # The branches also keep XLA from redoing the draw for each lane.
         lanes, total = ops.cond(
             ops.any(past),
@@ -151,37 +178,43 @@ class _Group:
         )
         return lanes, ops.cast(total, "float64")
 
-    def _inside(self):
-        """Whether each lane `[blocks, 8]` is a cell of the segment."""
-        lane = ops.arange(self.blocks * BLOCK, dtype="int32")
-        return ops.reshape(lane < self.size, [self.blocks, BLOCK])
-
     def _more_trials(self, lanes, past, total, thresholds, key):
         """Adds the trials past FAST_SLOTS of each block flagged in `past`, `BATCH` blocks at a time."""
         high, low = thresholds
         slot = ops.arange(FAST_SLOTS, ALL_SLOTS, dtype="int32")
-        pending = ops.cast(ops.reshape(past, [-1]), "int32")
-        batch = min(BATCH, pending.shape[0])
+        pending = ops.cast(past, "int32")
+        batch = min(BATCH, self.blocks)
+        parts = np.asarray([part[1:] for part in self.parts], np.int64).T  # first segment, count, size, blocks, first block
+        segment_of_part = ops.convert_to_tensor((np.cumsum(parts[1]) - parts[1]).astype(np.int32))
+        size_of, blocks_of, first_of = (ops.convert_to_tensor(row.astype(np.int32)) for row in parts[2:])
 
         def body(done, lanes, total):
             flagged, index = ops.top_k(pending - done, batch, sorted=False)
             live = flagged > 0
-            segment, block = index // self.blocks, index % self.blocks
-            words = _words(self.first + BLOCK * index, key, 2 + -(-ALL_SLOTS // 10))
-            below = _below([w[:, None] for w in words[:2]], ops.take(high, segment, axis=0)[:, :ALL_SLOTS],
-                           ops.take(low, segment, axis=0)[:, :ALL_SLOTS])
+            part = ops.sum(ops.cast(index[:, None] >= first_of[None, 1:], "int32"), axis=1)
+            local = index - backend.gather(first_of, part)
+            blocks = backend.gather(blocks_of, part)
+            segment, block = backend.gather(segment_of_part, part) + local // blocks, local % blocks
+            words = _words(index * BLOCK, key, 2 + -(-ALL_SLOTS // 10))
+            below = _below([w[:, None] for w in words[:2]], high[:, :ALL_SLOTS], low[:, :ALL_SLOTS])
             trials = ops.sum(ops.cast(below, "int32"), axis=1)
             fields = ops.stack(words[2:], axis=1)  # [batch, 4]
             field = ops.bitwise_and(ops.right_shift(ops.take(fields, slot // 10, axis=1), 3 * (slot % 10)), 7)
             extra = live[:, None] & (slot < trials[:, None])
             lanes = backend.scatter_add(lanes, ops.reshape(index[:, None] * BLOCK + field, [-1]), ops.reshape(extra, [-1]))
-            inside = extra & (block[:, None] * BLOCK + field < self.size)
+            inside = extra & (block[:, None] * BLOCK + field < backend.gather(size_of, part)[:, None])
             total = backend.scatter_add(total, ops.repeat(segment, ALL_SLOTS - FAST_SLOTS), ops.reshape(inside, [-1]))
             return backend.scatter_add(done, index, live), lanes, total
 
         state = (ops.zeros_like(pending), ops.reshape(lanes, [-1]), total)
         _, lanes, total = ops.while_loop(lambda done, lanes, total: ops.any(pending > done), body, state)
-        return ops.reshape(lanes, [self.count, self.blocks, BLOCK]), total
+        return ops.reshape(lanes, [self.blocks, BLOCK]), total
+
+
+def _inside(size, blocks):
+    """Whether each lane `[blocks, 8]` of a segment of `size` cells is one of its cells."""
+    lane = ops.arange(blocks * BLOCK, dtype="int32")
+    return ops.reshape(lane < size, [blocks, BLOCK])
 
 
 def _unpack(packed):
@@ -193,6 +226,10 @@ def _unpack(packed):
 def place(length, layout, dense, uniform, seed):
     """Counts `[length]` of the dense pass over the groups flagged in `dense`, and the trials left per segment.
 
+    Every cell of the pass gets `Poisson(mu)`, one `mu` for all: the least of
+    the segments' `lambda / d`. Any mean keeps the law; the least keeps
+    `M <= U` in every segment but with probability about 3e-5 each.
+
     Args:
         length: Python int, cells of the flat vector.
         layout: the `Segments` drawn in.
@@ -203,38 +240,32 @@ def place(length, layout, dense, uniform, seed):
     Returns:
         `(counts, left)`: int32 `[length]`, and float64 `[segments]` `U - M`.
     """
+    dense_pass = _Pass(layout, dense)
+    u = dense_pass.segments(uniform)
+    spare = ops.maximum(u - SPARE[0] * ops.sqrt(u) - SPARE[1], 0.0)
+    mean = ops.minimum(ops.min(spare / ops.convert_to_tensor(dense_pass.sizes)), BLOCK_RATE / BLOCK)
+    drawn_lanes, total = dense_pass.draw(mean, backend.fold_in(seed, 4))
+    # Where M > U the segment's pass is dropped and its U trials all go
+    # one by one: that depends on M alone, so the law given M stands.
+    kept = total <= u
+    drawn, position = {}, 0
+    for g, _, count, size, blocks, first in dense_pass.parts:
+        part = slice(position, position + count)
+        cells = ops.reshape(drawn_lanes[first : first + count * blocks], [count, blocks * BLOCK])[:, :size]
+        drawn[g] = (ops.reshape(ops.where(kept[part, None], cells, 0), [-1]), ops.where(kept[part], total[part], 0.0))
+        position += count
     bounds = np.cumsum([0] + [count for _, count, _ in layout.groups])
-    groups, lanes = [], 0
-    for g, ((_, count, size), on) in enumerate(zip(layout.groups, dense)):
-        if on:
-            groups.append((_Group(lanes, count, size), bounds[g]))
-            lanes += groups[-1][0].lanes
-    means = []
-    for group, first in groups:
-        u = uniform[first : first + group.count]
-        spare = ops.maximum(u - SPARE[0] * ops.sqrt(u) - SPARE[1], 0.0)
-        means.append(ops.minimum(spare, BLOCK_RATE / BLOCK * group.size))
-    key = backend.fold_in(seed, 4)
-    drawn = {}
-    for (group, first), mean in zip(groups, means):
-        lanes, total = group.draw(mean, key)
-        # Where M > U the segment's pass is dropped and its U trials all go
-        # one by one: that depends on M alone, so the law given M stands.
-        kept = total <= uniform[first : first + group.count]
-        lanes = ops.where(kept[:, None, None], lanes, 0)
-        cells = ops.reshape(ops.reshape(lanes, [group.count, group.blocks * BLOCK])[:, : group.size], [-1])
-        drawn[first] = (cells, ops.where(kept, total, 0.0))
     pieces, left, position = [], [], 0
     for g in sorted(range(len(layout.groups)), key=lambda g: layout.groups[g][0]):
         start, count, size = layout.groups[g]
         if start > position:
             pieces.append(ops.zeros([start - position], "int32"))
-        pieces.append(drawn[bounds[g]][0] if bounds[g] in drawn else ops.zeros([count * size], "int32"))
+        pieces.append(drawn[g][0] if g in drawn else ops.zeros([count * size], "int32"))
         position = start + count * size
     if length > position:
         pieces.append(ops.zeros([length - position], "int32"))
     for g, (start, count, size) in enumerate(layout.groups):
         u = uniform[bounds[g] : bounds[g] + count]
-        left.append(u - drawn[bounds[g]][1] if bounds[g] in drawn else u)
+        left.append(u - drawn[g][1] if g in drawn else u)
     counts = ops.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
     return counts, ops.concatenate(left, axis=0) if len(left) > 1 else left[0]

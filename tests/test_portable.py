@@ -332,15 +332,16 @@ def _spy_on_the_dense_pass(monkeypatch):
 @pytest.mark.parametrize("forced", ["every M > U redrawn one by one", "blocks past their fast slots"])
 def test_dense_uniform_share_keeps_the_joint_law(monkeypatch, forced):
     # Rows of 9 and of 8 cells, n = 3, r = 0.6, c = 1, through the dense pass
-    # (its thresholds lowered so that it runs here): lambda = U (so M > U and
-    # the fallback are common), and in the second case one fast slot a block
-    # (so blocks past it, and their one-by-one trials, are common). The 9-cell
+    # (its thresholds lowered so that it runs here): lambda = U + 2, so the
+    # common mean is 2/9 per cell (the least over the rows, U = 0), M > U and
+    # the fallback are common; in the second case one fast slot a block (so
+    # blocks past it, and their one-by-one trials, are common). The 9-cell
     # rows end in a partial block. Joint pmf of each row by chi-square.
     from keras_zim import uniform_share
 
     calls = _spy_on_the_dense_pass(monkeypatch)
     monkeypatch.setattr(uniform_share, "MIN_CELLS", 1)
-    monkeypatch.setattr(uniform_share, "SPARE", (0.0, 0.0))
+    monkeypatch.setattr(uniform_share, "SPARE", (0.0, -2.0))
     if forced == "blocks past their fast slots":
         monkeypatch.setattr(uniform_share, "FAST_SLOTS", 1)
     rows = 4000 if forced == "blocks past their fast slots" and not JIT else 10_000
@@ -379,3 +380,28 @@ def test_dense_uniform_share_at_the_defaults(monkeypatch):
         assert chisquare_pvalue(observed, expected / expected.sum()) > P_MIN
     low, high = binomial_interval(draws * d, 3 * r / d)
     assert low <= counts[:, whole:].sum() <= high
+
+
+def test_dense_uniform_share_of_groups_of_several_sizes(monkeypatch):
+    # The variable scope's layout at the defaults: 3 segments of 2**15 cells
+    # and one of 2**17 + 3, n = d each, r = 0.1, g = 0, c = 1, 16 draws; one
+    # pass at one mean per cell for both groups (spied on). Each segment's
+    # total is Binomial(n, r); each group's single cells and aligned blocks of
+    # 8 follow their Binomial marginals (pooled chi-square, as above).
+    calls = _spy_on_the_dense_pass(monkeypatch)
+    small, large, r, draws = 1 << 15, (1 << 17) + 3, 0.1, 16
+    layout = sampling.Segments([(0, 3, small), (3 * small, 1, large)])
+    sizes = [small] * 3 + [large]
+    counts = np.stack([_dense_counts(np.zeros(sum(sizes)), [6, k], layout, sizes, [r] * 4, r) for k in range(draws)])
+    assert bool(calls) == (DENSE_PRECISION == "float64")
+    ends = np.cumsum(sizes)
+    for d, segment in zip(sizes, np.split(counts, ends[:-1], axis=1)):
+        low, high = binomial_interval(d, r, P_MIN / (draws * len(sizes)))
+        assert all(low <= total <= high for total in segment.sum(axis=1))
+    for d, cells in ((small, counts[:, : 3 * small]), (large, counts[:, 3 * small : 3 * small + large // 8 * 8])):
+        for values, width in ((cells, 1), (cells.reshape(draws, -1, 8).sum(axis=2), 8)):
+            support = np.arange(12)
+            observed = np.bincount(values.ravel(), minlength=12)[:12]
+            expected = stats.binom.pmf(support, d, r * width / d)
+            assert observed.sum() == values.size
+            assert chisquare_pvalue(observed, expected / expected.sum()) > P_MIN
