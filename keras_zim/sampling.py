@@ -726,15 +726,13 @@ def _draw_float32x2(magnitudes, layout, trials, rate, smoothing, seed, slots, se
 
 
 def _dense_groups(layout, trials, smoothing, rate_hint):
-    """Per group of `layout`: whether its uniform trials take `uniform_share`'s dense pass."""
-    off = [False] * len(layout.groups)
+    """Per group of `layout`, whether its uniform trials take `uniform_share`'s dense pass, and the pass's mean."""
     if not (isinstance(trials, (list, tuple)) and isinstance(smoothing, (int, float)) and smoothing > 0):
-        return off
+        return [False] * len(layout.groups), None
     bounds = np.cumsum([0] + [count for _, count, _ in layout.groups])
-    dense = [uniform_share.pays(trials[bounds[g] : bounds[g + 1]], rate_hint, size, count)
-             for g, (_, count, size) in enumerate(layout.groups)]
-    lanes = sum(uniform_share.lanes(count, size) for (_, count, size), on in zip(layout.groups, dense) if on)
-    return dense if lanes < uniform_share.MAX_LANES else off
+    return uniform_share.plan(
+        [(trials[bounds[g] : bounds[g + 1]], count, size) for g, (_, count, size) in enumerate(layout.groups)], rate_hint
+    )
 
 
 def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative=False,
@@ -767,15 +765,11 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
         NaN or Inf, get none.
     """
     if precision == "float64":
-        dense = _dense_groups(layout, trials, smoothing, rate_hint)
+        dense, mean = _dense_groups(layout, trials, smoothing, rate_hint)
         if any(dense):
             bounds = np.cumsum([0] + [count for _, count, _ in layout.groups])
-            per_group = [trials[bounds[g] : bounds[g + 1]] for g in range(len(layout.groups))]
-            mean = uniform_share.expected_mean(
-                [(min(t), size) for t, (_, _, size), on in zip(per_group, layout.groups, dense) if on], rate_hint
-            )
-            slots = [uniform_share.left_over(max(t), rate_hint, size, mean) if on else k
-                     for t, (_, _, size), k, on in zip(per_group, layout.groups, slots, dense)]
+            slots = [uniform_share.left_over(max(trials[bounds[g] : bounds[g + 1]]), rate_hint, size, mean) if on else k
+                     for g, ((_, _, size), k, on) in enumerate(zip(layout.groups, slots, dense))]
         if isinstance(trials, (list, tuple)):
             trials = ops.convert_to_tensor(np.asarray(trials, np.float64))
         counts = _draw_float64(

@@ -7,7 +7,8 @@
   these counts are exactly `Multinomial(M, 1/d)`, whatever `mu`. One `mu`
   serves every segment of the pass (one pass, one compile, for all groups
   of the variable scope): the least `lambda / d` over the segments,
-  `lambda = U - 4 sqrt(U) - 16`, and at most `BLOCK_RATE / 8`.
+  `lambda = U - 4 sqrt(U) - 16`, and at most `BLOCK_RATE / 8`. `plan`
+  leaves out groups that would lower it too much for the others.
 - If `M <= U` (almost always), the caller places the other `U - M` trials one
   by one: `Multinomial(M) + Multinomial(U - M)` is `Multinomial(U)` given
   `M`. If `M > U`, the segment's pass is dropped and all `U` go one by one;
@@ -67,9 +68,39 @@ def _spare(expected):
     return SPARE[0] * math.sqrt(expected) + SPARE[1]
 
 
-def expected_mean(groups, rate_hint):
-    """The Poisson mean per cell that `place` is expected to use at `rate_hint`, for `(trials, size)` per group."""
-    return min(min(BLOCK_RATE / BLOCK, max(t * rate_hint - _spare(t * rate_hint), 0.0) / size) for t, size in groups)
+def plan(groups, rate_hint):
+    """Which groups take the pass, and the mean per cell it is expected to use, at `rate_hint`.
+
+    `groups` holds `(trials, count, size)` per group of a layout (`trials`:
+    Python ints, one per segment). The pass runs at the least `lambda / d`
+    of its segments; a group that would lower that mean for the others more
+    than the pass saves on its own trials is left to the one-by-one
+    placement. Costs are counted in trials placed one by one, a cell of the
+    pass costing `MIN_RATE` of one.
+
+    Returns:
+        `(dense, mean)`: Python bools per group, and the expected mean (None
+        where no group takes the pass).
+    """
+    candidates = [pays(trials, rate_hint, size, count) for trials, count, size in groups]
+    means = [min(BLOCK_RATE / BLOCK, max(min(t) * rate_hint - _spare(min(t) * rate_hint), 0.0) / size)
+             if on else None for (t, _, size), on in zip(groups, candidates)]
+
+    def cost(mean):
+        return sum(
+            count * (MIN_RATE * size + sum(t) * rate_hint / len(t) - mean * size) if m is not None and m >= mean
+            else sum(t) * rate_hint
+            for (t, count, size), m in zip(groups, means)
+        )
+
+    options = sorted({m for m in means if m is not None})
+    if not options:
+        return [False] * len(groups), None
+    mean = min(options, key=cost)
+    dense = [m is not None and m >= mean for m in means]
+    if sum(lanes(count, size) for (_, count, size), on in zip(groups, dense) if on) >= MAX_LANES:
+        return [False] * len(groups), None
+    return dense, mean
 
 
 def left_over(trials, rate_hint, size, mean):
