@@ -1,0 +1,115 @@
+"""Where the first step of a ZIM step goes: tracing and XLA compile, part by part.
+
+Each row is a fresh process that builds the step of `benchmarks/real_models.py`
+on a model's variables and times tracing it (`get_concrete_function`) and its
+first call (XLA compile and one run). A row replaces one part of the sampler
+by a stand-in of the same shapes, so that its difference from "zim" is what
+that part costs the first step. The stand-ins are for timing only: their
+counts are not ZIM's law.
+
+- zim: `ZIM()` as it is (or `scope="variable"`);
+- no dense pass: `uniform_share.place` places nothing, all uniform trials
+  go one by one;
+- no search: `_place_searched` places nothing;
+- no binomials: `N` and `U` are their means, not `Binomial` draws;
+- counts from the gradient: no sampler at all, every variable's counts are
+  `|g| > 1e-3` of its own gradient (the update kernels alone, one per
+  distinct shape);
+- counts sliced from a loop: the same counts, concatenated, passed through a
+  while loop and sliced back per variable, as the sampler's count vector is
+  (XLA on CPU compiles one kernel per slice offset);
+- adam: Keras Adam.
+
+    python benchmarks/first_step_parts.py --model transformer --scope global --rounds 2
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+ROWS = ("zim", "no dense pass", "no search", "no binomials", "counts from the gradient",
+        "counts sliced from a loop", "adam")
+
+
+def _stand_in(row):
+    """Replaces the part of keras_zim's sampler that `row` leaves out."""
+    from keras import ops
+
+    from keras_zim import sampling
+
+    if row == "no dense pass":
+        sampling.uniform_share.place = lambda length, layout, dense, uniform, seed: (
+            ops.zeros([length], "int32"), uniform)
+    elif row == "no search":
+        sampling._place_searched = lambda counts, *args, **kwargs: counts
+    elif row == "no binomials":
+        sampling._passing_and_uniform = lambda trials, rate, share, seed: (trials * rate, trials * rate * share)
+    elif row == "counts from the gradient":
+        sampling.scope_counts = lambda gradients, *args, **kwargs: [
+            ops.reshape(ops.cast(ops.abs(g) > 1e-3, "int32"), [-1]) for g in gradients]
+    elif row == "counts sliced from a loop":
+        def sliced(gradients, *args, **kwargs):
+            flat, sizes = sampling.flat_gradients(gradients)
+            counts = ops.cast(ops.abs(flat) > 1e-3, "int32")
+            counts = ops.while_loop(lambda i, c: i < 1, lambda i, c: (i + 1, c + 1), (0, counts))[1]
+            return sampling._split(counts, sizes)
+
+        sampling.scope_counts = sliced
+
+
+def _one(model, scope, row):
+    """Prints `trace_seconds first_call_seconds` for one row, in this fresh process."""
+    import keras
+    import tensorflow as tf
+
+    import keras_zim
+    from real_models import fixed_gradients, shapes_of, step_function
+
+    _stand_in(row)
+    shapes = shapes_of(model)
+    gradients = fixed_gradients(shapes)
+    tf.function(lambda: tf.reduce_sum(gradients[0]), jit_compile=True)().numpy()
+    variables = [keras.Variable(np.zeros(s, "float32")) for s in shapes]
+    optimizer = keras.optimizers.Adam() if row == "adam" else keras_zim.ZIM(scope=scope, seed=0)
+    step = step_function(optimizer, variables, gradients)
+    start = time.perf_counter()
+    step.get_concrete_function()
+    traced = time.perf_counter()
+    step().numpy()
+    print(traced - start, time.perf_counter() - traced)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="transformer")
+    parser.add_argument("--scope", default="global", choices=("global", "variable"))
+    parser.add_argument("--rounds", type=int, default=2, help="fresh processes per row, interleaved")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        return _one(args.model, args.scope, args.one)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    times = {row: [] for row in ROWS}
+    for _ in range(args.rounds):
+        for row in ROWS:
+            command = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--scope", args.scope,
+                       "--one", row]
+            out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout.split()
+            times[row].append((float(out[-2]), float(out[-1])))
+    adam = np.median([sum(t) for t in times["adam"]])
+    print(f"| part ({args.model}, {args.scope} scope) | trace s | compile and run s | first step s | x Adam |")
+    print("| --- | --- | --- | --- | --- |")
+    for row in ROWS:
+        trace, first = np.median([t[0] for t in times[row]]), np.median([t[1] for t in times[row]])
+        total = np.median([sum(t) for t in times[row]])
+        print(f"| {row} | {trace:.2f} | {first:.2f} | {total:.2f} | {total / adam:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
