@@ -28,6 +28,7 @@ Float64 only (the thresholds are float64 tail sums). docs/sampler.md has
 the measurements.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -182,9 +183,13 @@ class _Pass:
         pieces = [values[first : first + count] for _, first, count, _, _, _ in self.parts]
         return ops.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
 
-    def draw(self, mean, key):
-        """int32 `[blocks, 8]` Poisson(`mean`) counts of every lane, and float64 `[segments]` the trials
-        landing in each segment of the pass (lanes past it excluded)."""
+    def draw(self, mean, key, finish):
+        """`finish(lanes, total)` of int32 `[blocks, 8]` Poisson(`mean`) counts of every lane and the
+        trials landing in each segment of the pass (lanes past it excluded).
+
+        `finish` runs inside both branches of the rare-path `cond`: XLA then
+        unpacks the lanes straight into what `finish` builds, with no copy.
+        """
         words = _words(ops.arange(self.blocks, dtype="int32") * BLOCK, key, 4)
         thresholds = _thresholds(ops.reshape(mean * BLOCK, [1]), ALL_SLOTS)
         count, past = _count(words, thresholds, FAST_SLOTS)
@@ -202,12 +207,11 @@ class _Pass:
         total = ops.concatenate(totals, axis=0) if len(totals) > 1 else totals[0]
         past = past & (ops.concatenate(real, axis=0) if len(real) > 1 else real[0])
         # The branches also keep XLA from redoing the draw for each lane.
-        lanes, total = ops.cond(
+        return ops.cond(
             ops.any(past),
-            lambda: self._more_trials(_unpack(packed), past, total, thresholds, key),
-            lambda: (_unpack(packed), total),
+            lambda: finish(*self._more_trials(_unpack(packed), past, total, thresholds, key)),
+            lambda: finish(_unpack(packed), total),
         )
-        return lanes, ops.cast(total, "float64")
 
     def _more_trials(self, lanes, past, total, thresholds, key):
         """Adds the trials past FAST_SLOTS of each block flagged in `past`, `BATCH` blocks at a time."""
@@ -275,14 +279,20 @@ def place(length, layout, dense, uniform, seed):
     u = dense_pass.segments(uniform)
     spare = ops.maximum(u - SPARE[0] * ops.sqrt(u) - SPARE[1], 0.0)
     mean = ops.minimum(ops.min(spare / ops.convert_to_tensor(dense_pass.sizes)), BLOCK_RATE / BLOCK)
-    drawn_lanes, total = dense_pass.draw(mean, backend.fold_in(seed, 4))
+    finish = functools.partial(_counts_and_left, length, layout, dense_pass, uniform)
+    return dense_pass.draw(mean, backend.fold_in(seed, 4), finish)
+
+
+def _counts_and_left(length, layout, dense_pass, uniform, lanes, total):
+    """`place`'s result from the pass's `lanes` `[blocks, 8]` and its `total` per segment of the pass."""
     # Where M > U the segment's pass is dropped and its U trials all go
     # one by one: that depends on M alone, so the law given M stands.
-    kept = total <= u
+    total = ops.cast(total, "float64")
+    kept = total <= dense_pass.segments(uniform)
     drawn, position = {}, 0
     for g, _, count, size, blocks, first in dense_pass.parts:
         part = slice(position, position + count)
-        cells = ops.reshape(drawn_lanes[first : first + count * blocks], [count, blocks * BLOCK])[:, :size]
+        cells = ops.reshape(lanes[first : first + count * blocks], [count, blocks * BLOCK])[:, :size]
         drawn[g] = (ops.reshape(ops.where(kept[part, None], cells, 0), [-1]), ops.where(kept[part], total[part], 0.0))
         position += count
     bounds = np.cumsum([0] + [count for _, count, _ in layout.groups])
