@@ -644,7 +644,7 @@ def _passing_and_uniform(trials, rate, share, seed):
     return ops.fori_loop(0, 2, stage, (ops.zeros_like(trials), ops.zeros_like(trials)))
 
 
-def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative, dense):
+def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative, dense, mean):
     tree = _SegmentTree(magnitudes, layout, _Plain("float64"))
     mass = tree.total
     spread = smoothing * (mass if relative else ops.convert_to_tensor(layout.sizes.astype(np.float64)))
@@ -653,7 +653,7 @@ def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, sear
     share = ops.where(usable, spread / (mass + spread), 0.0)
     passing, uniform = _passing_and_uniform(trials, ops.where(usable, rate, 0.0), share, seed)
     if any(dense):
-        counts, left = uniform_share.place(magnitudes.shape[0], layout, dense, uniform, seed)
+        counts, left = uniform_share.place(magnitudes.shape[0], layout, dense, uniform, seed, mean)
     else:
         counts, left = ops.zeros([magnitudes.shape[0]], "int32"), uniform
     counts = _place_uniform(counts, layout, left, slots, seed)
@@ -774,7 +774,7 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
             trials = ops.convert_to_tensor(np.asarray(trials, np.float64))
         counts = _draw_float64(
             magnitudes, layout, trials, _segment_values(rate, layout, "float64"),
-            ops.cast(smoothing, "float64"), seed, slots, search_chunk, relative, dense,
+            ops.cast(smoothing, "float64"), seed, slots, search_chunk, relative, dense, mean,
         )
     elif precision == "float32x2":
         if not isinstance(trials, (list, tuple)):

@@ -16,13 +16,13 @@
 
 Cells go in blocks of 8. A block's total is `Poisson(8 mu)`, by inversion
 of a 64-bit uniform (two hashed words) against 64-bit tail thresholds; its
-trials land on its cells by the 3-bit fields of two more words, their
-counts sit in the 4-bit fields of one int32. Blocks past `FAST_SLOTS`
-trials (below 3e-10 each) get the rest one block batch at a time, up to
-`ALL_SLOTS`, beyond which a 64-bit uniform cannot reach. Lanes past a
-segment's end draw too, and their trials are dropped: every cell keeps its
-own `Poisson(mu)`. The bits are `backend.hash32` of (lane, word), keyed on
-the step's seed.
+trials land on its cells by the 3-bit fields of one or two more words, their
+counts sit in the 4-bit fields of one int32. Blocks past their fast slots
+(`fast_slots`: as few as leave such a block in about one draw in 100) get
+the rest one block batch at a time, up to `ALL_SLOTS`, beyond which a 64-bit
+uniform cannot reach. Lanes past a segment's end draw too, and their trials
+are dropped: every cell keeps its own `Poisson(mu)`. The bits are
+`backend.hash32` of (lane, word), keyed on the step's seed.
 
 Float64 only (the thresholds are float64 tail sums). docs/sampler.md has
 the measurements.
@@ -37,14 +37,15 @@ from keras import ops
 from keras_zim import backend
 
 BLOCK = 8
-FAST_SLOTS = 15
+FAST_SLOTS = 15  # the most trials a block places in its fast path (4-bit counts)
+RARE_PASSES = 0.01  # blocks past their fast slots expected per draw, at most
 ALL_SLOTS = 40
 BLOCK_RATE = 2.0  # P(Poisson(2) > ALL_SLOTS) < 2**-64
 MIN_RATE = 1.0 / 16.0  # expected uniform trials per cell from which the pass beats the scatter-adds
 MIN_CELLS = 1 << 16
 MAX_LANES = 1 << 28  # hash counters are 8 per lane, below 2**31
 ROW_BLOCKS = 64
-BATCH = 256  # blocks past FAST_SLOTS completed per loop step
+BATCH = 256  # blocks past their fast slots completed per loop step
 SPARE = (4.0, 16.0)  # lambda = U - 4 sqrt(U) - 16
 _TERMS = 64  # Poisson pmf terms summed for the tails: below 1e-60 past them at mean 2
 _LOG_FACTORIALS = np.asarray([math.lgamma(j + 1.0) for j in range(_TERMS)])
@@ -112,6 +113,20 @@ def left_over(trials, rate_hint, size, mean):
     return max(1, math.ceil(left + 8.0 * math.sqrt(left) + 16.0))
 
 
+def fast_slots(mean, blocks):
+    """Fast slots for `blocks` blocks at `mean` per cell: the fewest (at most `FAST_SLOTS`) that leave a
+    block past them in at most `RARE_PASSES` of the draws; `mean` None: `BLOCK_RATE / BLOCK`.
+
+    Fewer slots are fewer threshold comparisons and hashed words per block;
+    the blocks past them cost speed, never the law.
+    """
+    rate = BLOCK * (BLOCK_RATE / BLOCK if mean is None else min(mean, BLOCK_RATE / BLOCK))
+    pmf = np.exp(np.arange(_TERMS) * math.log(max(rate, 1e-300)) - rate - _LOG_FACTORIALS)
+    past = np.cumsum(pmf[::-1])[::-1]  # past[k]: P(Poisson(rate) >= k)
+    fits = [k for k in range(1, FAST_SLOTS) if blocks * past[k + 1] <= RARE_PASSES]
+    return fits[0] if fits else FAST_SLOTS
+
+
 def _thresholds(mean, slots):
     """`P(Poisson(mean) >= k)`, k = 1..slots+1, as 64-bit fixed point: two int32 `[rows, slots + 1]`.
 
@@ -135,15 +150,12 @@ def _below(words, high, low):
 
 
 def _count(words, thresholds, slots):
-    """`min(Y, slots)` for `U = (words[0], words[1])`, `Y = #{k: U < T_k}`, and whether `Y > slots`.
-
-    Unrolled: the fast path.
-    """
+    """`min(Y, slots)` for `U = (words[0], words[1])`, `Y = #{k: U < T_k}`. Unrolled: the fast path."""
     high, low = thresholds
     count = ops.zeros(ops.shape(words[0]), "int32")
     for k in range(slots):
         count += ops.cast(_below(words, high[:, k], low[:, k]), "int32")
-    return count, _below(words, high[:, slots], low[:, slots])
+    return count
 
 
 def _field(words, j):
@@ -166,7 +178,7 @@ class _Pass:
     compile) whatever the number of groups.
     """
 
-    def __init__(self, layout, dense):
+    def __init__(self, layout, dense, mean):
         bounds = np.cumsum([0] + [count for _, count, _ in layout.groups])
         self.parts = []  # (group, first segment, count, size, blocks per segment, first block)
         block = 0
@@ -176,6 +188,7 @@ class _Pass:
                 self.parts.append((g, int(bounds[g]), count, size, blocks, block))
                 block += count * blocks
         self.blocks = block
+        self.fast = fast_slots(mean, block)
         self.sizes = np.concatenate([np.full(count, size, np.float64) for _, _, count, size, _, _ in self.parts])
 
     def segments(self, values):
@@ -190,33 +203,54 @@ class _Pass:
         `finish` runs inside both branches of the rare-path `cond`: XLA then
         unpacks the lanes straight into what `finish` builds, with no copy.
         """
-        words = _words(ops.arange(self.blocks, dtype="int32") * BLOCK, key, 4)
+        fast = self.fast
+        words = _words(ops.arange(self.blocks, dtype="int32") * BLOCK, key, 2 + -(-fast // 10))
         thresholds = _thresholds(ops.reshape(mean * BLOCK, [1]), ALL_SLOTS)
-        count, past = _count(words, thresholds, FAST_SLOTS)
+        # Up to fast + 1: a block above fast is past its fast slots. The count is
+        # read only by the packing and by plain reductions, so that XLA keeps it
+        # in memory rather than redoing its hashing in each use.
+        count = _count(words, thresholds, fast + 1)
         packed = ops.zeros_like(count)
-        for j in range(FAST_SLOTS):
+        for j in range(fast):
             packed += ops.where(j < count, ops.left_shift(1, 4 * _field(words, j)), 0)
-        totals, real = [], []
+        outside = []
         for _, _, rows, size, blocks, first in self.parts:
-            part = slice(first, first + rows * blocks)
             # Trials on the lanes past the segment, all in its last blocks.
-            tail = _unpack(ops.reshape(packed[part], [rows, blocks])[:, size // BLOCK :])
-            outside = ops.sum(ops.where(_inside(size, blocks)[size // BLOCK :], 0, tail), axis=(1, 2))
-            totals.append(ops.sum(ops.reshape(count[part], [rows, blocks]), axis=1) - outside)
-            real.append(ops.tile(ops.arange(blocks, dtype="int32") < -(-size // BLOCK), [rows]))  # padding: no matter
-        total = ops.concatenate(totals, axis=0) if len(totals) > 1 else totals[0]
-        past = past & (ops.concatenate(real, axis=0) if len(real) > 1 else real[0])
+            tail = _unpack(ops.reshape(packed[first : first + rows * blocks], [rows, blocks])[:, size // BLOCK :])
+            outside.append(ops.sum(ops.where(_inside(size, blocks)[size // BLOCK :], 0, tail), axis=(1, 2)))
+        total = self._per_segment(count) - (ops.concatenate(outside, axis=0) if len(outside) > 1 else outside[0])
+
+        def more_trials():
+            past = count > fast  # these blocks placed fast trials, not fast + 1
+            within = total - self._per_segment(ops.cast(past, "int32"))
+            return finish(*self._more_trials(_unpack(packed), past & self._real(), within, thresholds, key))
+
         # The branches also keep XLA from redoing the draw for each lane.
-        return ops.cond(
-            ops.any(past),
-            lambda: finish(*self._more_trials(_unpack(packed), past, total, thresholds, key)),
-            lambda: finish(_unpack(packed), total),
-        )
+        return ops.cond(ops.max(count) > fast, more_trials, lambda: finish(_unpack(packed), total))
+
+    def _per_segment(self, per_block):
+        """Sums of int32 `per_block` `[blocks]` over each segment's blocks.
+
+        By rows of ROW_BLOCKS blocks first (no row straddles two segments), over
+        every block at once: not one reduction per slice of `per_block`.
+        """
+        by_row = ops.sum(ops.reshape(per_block, [-1, ROW_BLOCKS]), axis=1)
+        sums = []
+        for _, _, rows, _, blocks, first in self.parts:
+            within = by_row[first // ROW_BLOCKS : (first + rows * blocks) // ROW_BLOCKS]
+            sums.append(ops.sum(ops.reshape(within, [rows, blocks // ROW_BLOCKS]), axis=1))
+        return ops.concatenate(sums, axis=0) if len(sums) > 1 else sums[0]
+
+    def _real(self):
+        """Whether each block holds a cell (the rest are padding, whose trials all land outside)."""
+        real = [ops.tile(ops.arange(blocks, dtype="int32") < -(-size // BLOCK), [rows])
+                for _, _, rows, size, blocks, _ in self.parts]
+        return ops.concatenate(real, axis=0) if len(real) > 1 else real[0]
 
     def _more_trials(self, lanes, past, total, thresholds, key):
-        """Adds the trials past FAST_SLOTS of each block flagged in `past`, `BATCH` blocks at a time."""
+        """Adds the trials past the fast slots of each block flagged in `past`, `BATCH` blocks at a time."""
         high, low = thresholds
-        slot = ops.arange(FAST_SLOTS, ALL_SLOTS, dtype="int32")
+        slot = ops.arange(self.fast, ALL_SLOTS, dtype="int32")
         pending = ops.cast(past, "int32")
         batch = min(BATCH, self.blocks)
         parts = np.asarray([part[1:] for part in self.parts], np.int64).T  # first segment, count, size, blocks, first block
@@ -238,7 +272,7 @@ class _Pass:
             extra = live[:, None] & (slot < trials[:, None])
             lanes = backend.scatter_add(lanes, ops.reshape(index[:, None] * BLOCK + field, [-1]), ops.reshape(extra, [-1]))
             inside = extra & (block[:, None] * BLOCK + field < backend.gather(size_of, part)[:, None])
-            total = backend.scatter_add(total, ops.repeat(segment, ALL_SLOTS - FAST_SLOTS), ops.reshape(inside, [-1]))
+            total = backend.scatter_add(total, ops.repeat(segment, ALL_SLOTS - self.fast), ops.reshape(inside, [-1]))
             return backend.scatter_add(done, index, live), lanes, total
 
         state = (ops.zeros_like(pending), ops.reshape(lanes, [-1]), total)
@@ -258,7 +292,7 @@ def _unpack(packed):
     return ops.bitwise_and(ops.right_shift(packed[..., None], shifts), 15)
 
 
-def place(length, layout, dense, uniform, seed):
+def place(length, layout, dense, uniform, seed, expected_mean=None):
     """Counts `[length]` of the dense pass over the groups flagged in `dense`, and the trials left per segment.
 
     Every cell of the pass gets `Poisson(mu)`, one `mu` for all: the least of
@@ -271,11 +305,13 @@ def place(length, layout, dense, uniform, seed):
         dense: Python bools, one per group of `layout`.
         uniform: float64 `[segments]`, the uniform trials `U` per segment.
         seed: stateless seed, int32 `[2]`.
+        expected_mean: Python float or None, the mean `plan` expects: sizes
+            the fast path (`fast_slots`), not the law.
 
     Returns:
         `(counts, left)`: int32 `[length]`, and float64 `[segments]` `U - M`.
     """
-    dense_pass = _Pass(layout, dense)
+    dense_pass = _Pass(layout, dense, expected_mean)
     u = dense_pass.segments(uniform)
     spare = ops.maximum(u - SPARE[0] * ops.sqrt(u) - SPARE[1], 0.0)
     mean = ops.minimum(ops.min(spare / ops.convert_to_tensor(dense_pass.sizes)), BLOCK_RATE / BLOCK)

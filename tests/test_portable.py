@@ -407,6 +407,22 @@ def test_dense_uniform_share_of_groups_of_several_sizes(monkeypatch):
             assert chisquare_pvalue(observed, expected / expected.sum()) > P_MIN
 
 
+def test_fast_slots_leave_a_block_past_them_in_about_one_draw_in_a_hundred():
+    # The fewest slots k with blocks * P(Poisson(8 mu) > k) <= RARE_PASSES,
+    # from scipy's Poisson tail; at most FAST_SLOTS (4-bit counts), and the
+    # most rate the pass can run at (BLOCK_RATE) when no mean is expected.
+    from keras_zim import uniform_share
+
+    rare = uniform_share.RARE_PASSES
+    for mean, blocks in ((0.0994, 848_768), (0.0994, 3_200_000), (0.05, 1 << 17), (0.25, 1 << 20), (None, 1 << 20)):
+        k = uniform_share.fast_slots(mean, blocks)
+        rate = uniform_share.BLOCK_RATE if mean is None else 8 * mean
+        assert blocks * stats.poisson.sf(k, rate) <= rare < blocks * stats.poisson.sf(k - 1, rate)
+        assert 1 <= k <= uniform_share.FAST_SLOTS
+    assert uniform_share.fast_slots(0.0994, 848_768) == 10  # the Transformer's global scope at the defaults
+    assert uniform_share.fast_slots(0.25, 1 << 40) == uniform_share.FAST_SLOTS
+
+
 def test_plan_of_the_pass_leaves_out_groups_that_would_lower_the_mean_for_the_rest():
     # One pass serves every dense group at the least lambda/d of its segments.
     # ResNet-50's 6 kernels of 16,384 cells beside 3 of 2,359,296: at r = 0.1
