@@ -115,12 +115,12 @@ def left_over(trials, rate_hint, size, mean):
 
 def fast_slots(mean, blocks):
     """Fast slots for `blocks` blocks at `mean` per cell: the fewest (at most `FAST_SLOTS`) that leave a
-    block past them in at most `RARE_PASSES` of the draws; `mean` None: `BLOCK_RATE / BLOCK`.
+    block past them in at most `RARE_PASSES` of the draws.
 
     Fewer slots are fewer threshold comparisons and hashed words per block;
     the blocks past them cost speed, never the law.
     """
-    rate = BLOCK * (BLOCK_RATE / BLOCK if mean is None else min(mean, BLOCK_RATE / BLOCK))
+    rate = BLOCK * min(mean, BLOCK_RATE / BLOCK)
     pmf = np.exp(np.arange(_TERMS) * math.log(max(rate, 1e-300)) - rate - _LOG_FACTORIALS)
     past = np.cumsum(pmf[::-1])[::-1]  # past[k]: P(Poisson(rate) >= k)
     fits = [k for k in range(1, FAST_SLOTS) if blocks * past[k + 1] <= RARE_PASSES]
@@ -292,7 +292,7 @@ def _unpack(packed):
     return ops.bitwise_and(ops.right_shift(packed[..., None], shifts), 15)
 
 
-def place(length, layout, dense, uniform, seed, expected_mean=None):
+def place(length, layout, dense, uniform, seed, expected_mean):
     """Counts `[length]` of the dense pass over the groups flagged in `dense`, and the trials left per segment.
 
     Every cell of the pass gets `Poisson(mu)`, one `mu` for all: the least of
@@ -305,8 +305,8 @@ def place(length, layout, dense, uniform, seed, expected_mean=None):
         dense: Python bools, one per group of `layout`.
         uniform: float64 `[segments]`, the uniform trials `U` per segment.
         seed: stateless seed, int32 `[2]`.
-        expected_mean: Python float or None, the mean `plan` expects: sizes
-            the fast path (`fast_slots`), not the law.
+        expected_mean: Python float, the mean `plan` expects: sizes the fast
+            path (`fast_slots`), not the law.
 
     Returns:
         `(counts, left)`: int32 `[length]`, and float64 `[segments]` `U - M`.

@@ -410,13 +410,13 @@ def test_dense_uniform_share_of_groups_of_several_sizes(monkeypatch):
 def test_fast_slots_leave_a_block_past_them_in_about_one_draw_in_a_hundred():
     # The fewest slots k with blocks * P(Poisson(8 mu) > k) <= RARE_PASSES,
     # from scipy's Poisson tail; at most FAST_SLOTS (4-bit counts), and the
-    # most rate the pass can run at (BLOCK_RATE) when no mean is expected.
+    # mean capped at the most the pass runs at (BLOCK_RATE a block).
     from keras_zim import uniform_share
 
     rare = uniform_share.RARE_PASSES
-    for mean, blocks in ((0.0994, 848_768), (0.0994, 3_200_000), (0.05, 1 << 17), (0.25, 1 << 20), (None, 1 << 20)):
+    for mean, blocks in ((0.0994, 848_768), (0.0994, 3_200_000), (0.05, 1 << 17), (0.25, 1 << 20), (0.4, 1 << 20)):
         k = uniform_share.fast_slots(mean, blocks)
-        rate = uniform_share.BLOCK_RATE if mean is None else 8 * mean
+        rate = min(8 * mean, uniform_share.BLOCK_RATE)
         assert blocks * stats.poisson.sf(k, rate) <= rare < blocks * stats.poisson.sf(k - 1, rate)
         assert 1 <= k <= uniform_share.FAST_SLOTS
     assert uniform_share.fast_slots(0.0994, 848_768) == 10  # the Transformer's global scope at the defaults
