@@ -71,6 +71,7 @@ PRECISIONS = ("auto", "float64", "float32x2")
 _FANOUT = 16
 MAX_CHUNK = 1 << 24
 SEARCH_CHUNK = 1 << 12
+_ROW_CELLS = 1 << 14  # segments from this size get their block sums from their own tensor (`_SegmentTree`)
 _PIECE = 1 << 12  # float32x2: binomial pieces small enough for float32
 
 
@@ -241,15 +242,15 @@ class _Plain:
         return ops.cast(ops.sum(grouped, axis=-1), self.dtype)  # JAX with x64 sums int32 as int64
 
     def block_sums(self, cells):
-        """`[rows, ceil(n/16)]` sums of 16 consecutive entries of `[rows, n]`, without a padded copy."""
+        """Sums of 16 consecutive entries of `[rows, n]`, zero-padded to `_padded_blocks(n)` per row.
+
+        XLA fuses the padding into the sums: one pass, and the level above
+        needs no padded copy of them.
+        """
         rows, size = cells.shape
-        whole = size // _FANOUT * _FANOUT
-        parts = []
-        if whole:
-            parts.append(self.sum16(ops.reshape(cells[:, :whole], [rows, whole // _FANOUT, _FANOUT])))
-        if whole < size:
-            parts.append(ops.cast(ops.sum(cells[:, whole:], axis=-1, keepdims=True), self.dtype))
-        return ops.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        blocks = _padded_blocks(size)
+        padded = ops.pad(cells, [[0, 0], [0, blocks * _FANOUT - size]])
+        return self.sum16(ops.reshape(padded, [rows, blocks, _FANOUT]))
 
     def descend(self, children, remaining):
         """The child `[M]` of `children` `[M, 16]` holding each target, and the sum of the children before it.
@@ -279,6 +280,12 @@ class _Plain:
     def where(self, condition, a, b):
         return ops.where(condition, a, b)
 
+
+
+def _padded_blocks(size):
+    """Blocks of 16 holding `size` cells, rounded up to a multiple of 16 when more than one."""
+    blocks = -(-size // _FANOUT)
+    return blocks if blocks == 1 else -(-blocks // _FANOUT) * _FANOUT
 
 
 def _last_with_mass(chosen, passed, last, before_last, pairs=False):
@@ -339,7 +346,7 @@ class _DoubleFloat32:
 
     def block_sums(self, cells):
         rows, size = cells.shape[:2]
-        blocks = -(-size // _FANOUT)
+        blocks = _padded_blocks(size)
         padded = ops.pad(cells, [[0, 0], [0, blocks * _FANOUT - size], [0, 0]])
         return self.sum16(ops.reshape(padded, [rows, blocks, _FANOUT, 2]))
 
@@ -479,18 +486,26 @@ class _SegmentTree:
     The leaves are `arith.weight` of the cells themselves, read in place; the
     first level holds the sums of 16 consecutive leaves, each level above the
     sums of 16 entries of the one below (zero-padded), up to one root per
-    segment. Shallower segments get single-child levels on top, so that every
+    segment. With `rows` (one tensor per segment), the first level is summed
+    from them rather than from slices of `values`: XLA rewrites a slice of a
+    concatenation as a concatenation of its own, which would copy the cells
+    a second time. Shallower segments get single-child levels on top, so that every
     segment has `depth` levels and one while loop walks them all; the levels
     sit top first in one `[nodes, 16]` table, indexed by per-segment offsets.
     """
 
-    def __init__(self, values, layout, arith):
+    def __init__(self, values, layout, arith, rows=None):
         self.arith, self.values = arith, values
         per_group = []  # per group: (blocks per segment, upper levels top first, totals)
+        first = 0
         for start, count, size in layout.groups:
-            cells = ops.reshape(values[start : start + count * size], [count, size])
-            sums = arith.block_sums(arith.weight(cells))
-            blocks, upper = sums.shape[1], []
+            if rows is None or size < _ROW_CELLS:
+                sums = arith.block_sums(arith.weight(ops.reshape(values[start : start + count * size], [count, size])))
+            else:
+                group = [arith.block_sums(arith.weight(ops.reshape(row, [1, size]))) for row in rows[first : first + count]]
+                sums = ops.concatenate(group, axis=0) if count > 1 else group[0]
+            first += count
+            blocks, upper = -(-size // _FANOUT), []
             while sums.shape[1] > 1:
                 upper.insert(0, self._grouped(sums))
                 sums = arith.sum16(upper[0])
@@ -644,8 +659,8 @@ def _passing_and_uniform(trials, rate, share, seed):
     return ops.fori_loop(0, 2, stage, (ops.zeros_like(trials), ops.zeros_like(trials)))
 
 
-def _draw_float64(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative, dense, mean):
-    tree = _SegmentTree(magnitudes, layout, _Plain("float64"))
+def _draw_float64(magnitudes, rows, layout, trials, rate, smoothing, seed, slots, search_chunk, relative, dense, mean):
+    tree = _SegmentTree(magnitudes, layout, _Plain("float64"), rows)
     mass = tree.total
     spread = smoothing * (mass if relative else ops.convert_to_tensor(layout.sizes.astype(np.float64)))
     # A NaN or Inf makes the mass non-finite; a zero total has no direction.
@@ -691,8 +706,9 @@ def _place_mixed(counts, layout, passing, threshold, seed, chunk):
     return counts, searched
 
 
-def _draw_float32x2(magnitudes, layout, trials, rate, smoothing, seed, slots, search_chunk, relative):
-    tree = _SegmentTree(ops.cast(magnitudes, "float32"), layout, _DoubleFloat32())
+def _draw_float32x2(magnitudes, rows, layout, trials, rate, smoothing, seed, slots, search_chunk, relative):
+    rows = None if rows is None else [ops.cast(row, "float32") for row in rows]
+    tree = _SegmentTree(ops.cast(magnitudes, "float32"), layout, _DoubleFloat32(), rows)
     mass_hi, mass_lo = tree.total[:, 0], tree.total[:, 1]
     if relative:  # c in units of the segment's mean |m|: a spread of c ||m||_1
         spread = _mul_parts(mass_hi, mass_lo, smoothing, ops.zeros_like(mass_hi))
@@ -740,7 +756,10 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
     """Counts of `ZIMultinomial(n, r, q)`, `q ~ |m| + c`, for every segment of `layout`.
 
     Args:
-        magnitudes: float `[L]`; their absolute values are used.
+        magnitudes: float `[L]`, or a list of one float tensor per segment
+            of `layout`, in its order (their concatenation is `[L]`): the
+            tree's block sums then read each where it is. Their absolute
+            values are used.
         layout: the `Segments` of `magnitudes` to draw in.
         trials: trials `n` per segment: Python ints (a list or tuple), or,
             with `"float64"`, a float64 tensor `[segments]`.
@@ -764,6 +783,12 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
         int32 `[L]` counts. Segments whose magnitudes sum to zero, or hold a
         NaN or Inf, get none.
     """
+    rows = None
+    if isinstance(magnitudes, (list, tuple)):
+        if len(magnitudes) != layout.count:
+            raise ValueError(f"Got {len(magnitudes)} magnitude tensors for {layout.count} segments.")
+        rows = list(magnitudes)
+        magnitudes = ops.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
     if precision == "float64":
         dense, mean = _dense_groups(layout, trials, smoothing, rate_hint)
         if any(dense):
@@ -773,14 +798,14 @@ def draw_counts(magnitudes, layout, trials, rate, smoothing, seed, slots, search
         if isinstance(trials, (list, tuple)):
             trials = ops.convert_to_tensor(np.asarray(trials, np.float64))
         counts = _draw_float64(
-            magnitudes, layout, trials, _segment_values(rate, layout, "float64"),
+            magnitudes, rows, layout, trials, _segment_values(rate, layout, "float64"),
             ops.cast(smoothing, "float64"), seed, slots, search_chunk, relative, dense, mean,
         )
     elif precision == "float32x2":
         if not isinstance(trials, (list, tuple)):
             raise ValueError("precision='float32x2' needs the trials as Python ints (static).")
         counts = _draw_float32x2(
-            magnitudes, layout, trials, _segment_values(rate, layout, "float32"),
+            magnitudes, rows, layout, trials, _segment_values(rate, layout, "float32"),
             ops.cast(smoothing, "float32"), seed, slots, search_chunk, relative,
         )
     else:
@@ -859,11 +884,15 @@ def sample_counts(weights, total_count, rate, seed, chunk=None, smoothing=0.0, j
     return sampler(weights, smoothing, total_count, rate, seed, chunk=int(chunk), precision=precision)
 
 
+def _flattened(gradients, precision):
+    """Each gradient as a vector, float64 if any is and `precision` allows, else float32."""
+    wide = precision == "float64" and any(keras.backend.standardize_dtype(g.dtype) == "float64" for g in gradients)
+    return [ops.reshape(ops.cast(g, "float64" if wide else "float32"), [-1]) for g in gradients]
+
+
 def flat_gradients(gradients, precision="float64"):
     """The gradients as one vector (float64 if any is and `precision` allows, else float32) and their sizes."""
-    wide = precision == "float64" and any(keras.backend.standardize_dtype(g.dtype) == "float64" for g in gradients)
-    dtype = "float64" if wide else "float32"
-    flat = [ops.reshape(ops.cast(g, dtype), [-1]) for g in gradients]
+    flat = _flattened(gradients, precision)
     return (ops.concatenate(flat, axis=0) if len(flat) > 1 else flat[0]), [int(f.shape[0]) for f in flat]
 
 
@@ -887,11 +916,12 @@ def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relativ
     """
     if scope == "global":
         order = [0]
-        flat, sizes = flat_gradients(gradients, precision)
-        layout = Segments([(0, 1, flat.shape[0])])
+        magnitudes, sizes = flat_gradients(gradients, precision)
+        layout = Segments([(0, 1, magnitudes.shape[0])])
     else:
         order = sorted(range(len(gradients)), key=lambda i: int(np.prod(gradients[i].shape)))
-        flat, sizes = flat_gradients([gradients[i] for i in order], precision)
+        magnitudes = _flattened([gradients[i] for i in order], precision)  # one per segment
+        sizes = [int(m.shape[0]) for m in magnitudes]
         groups, start = [], 0
         for size in sizes:
             if groups and groups[-1][2] == size:
@@ -905,7 +935,7 @@ def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relativ
             np.cumsum([0] + [g[1] for g in groups[:-1]]), groups)]
     rate = ops.clip(ops.cast(rate, "float64" if precision == "float64" else "float32"), 0.0, 1.0)
     counts = draw_counts(
-        flat, layout, list(trials), rate, float(smoothing), seed, slots,
+        magnitudes, layout, list(trials), rate, float(smoothing), seed, slots,
         min(max(slots), SEARCH_CHUNK), relative, precision, rate_hint,
     )
     pieces = _split(counts, sizes)

@@ -115,6 +115,35 @@ def _words(values):
     return [ops.convert_to_tensor((values >> 24).astype(np.int32)), ops.convert_to_tensor((values & (2**24 - 1)).astype(np.int32))]
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_per_segment_magnitudes_draw_what_their_concatenation_draws(precision):
+    # The variable scope passes one tensor per segment, so that the block sums
+    # of large segments read each where it is: the same counts, bit for bit,
+    # as the concatenation (segments below and above _ROW_CELLS, one group
+    # through the dense pass where float64 has it).
+    sizes = [3, 3, 40, 20_000, 20_000, 70_000]
+    assert min(sizes) < sampling._ROW_CELLS <= max(sizes)
+    layout = sampling.Segments([(0, 2, 3), (6, 1, 40), (46, 2, 20_000), (40_046, 1, 70_000)])
+    rng = np.random.default_rng(5)
+    dtype = np.float64 if precision == "float64" else np.float32
+    rows = [(rng.normal(0.0, 1e-3, size) * (rng.random(size) < 0.9)).astype(dtype) for size in sizes]
+
+    def draw(magnitudes):
+        return _numpy(sampling.draw_counts(
+            magnitudes, layout, sizes, ops.convert_to_tensor(np.asarray(0.1, dtype)), 1.0,
+            ops.convert_to_tensor(np.asarray([6, 7], np.int32)), [2_000] * 4, 256, precision=precision,
+            rate_hint=0.1))
+
+    whole = draw(ops.convert_to_tensor(np.concatenate(rows)))
+    np.testing.assert_array_equal(draw([ops.convert_to_tensor(row) for row in rows]), whole)
+    per_segment = [part.sum() for part in np.split(whole, np.cumsum(sizes)[:-1])]
+    lows, highs = zip(*(binomial_interval(size, 0.1) for size in sizes))
+    assert all(low <= total <= high for low, total, high in zip(lows, per_segment, highs))
+    with pytest.raises(ValueError, match="5 magnitude tensors for 6 segments"):
+        sampling.draw_counts([ops.convert_to_tensor(row) for row in rows[:5]], layout, sizes, 0.1, 1.0,
+                             ops.convert_to_tensor(np.asarray([6, 7], np.int32)), [2_000] * 4, 256)
+
+
 def test_float32x2_uniform_share_and_uniform_cells_within_1e_13():
     # The float32x2 draw lands a trial uniformly with probability
     # s = c d / (||g||_1 + c d) (a 48-bit threshold), then on floor(u d):
