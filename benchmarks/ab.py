@@ -17,7 +17,6 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -25,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
 
 import keras_zim  # noqa: E402
-from real_models import fixed_gradients, shapes_of, step_function  # noqa: E402
+from real_models import fixed_gradients, interleaved, shapes_of, step_function  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -54,14 +53,9 @@ def compare(shapes, scope, base, rounds):
         weights[name] = [keras.Variable(np.zeros(s, "float32")) for s in shapes]
         steps[name] = step_function(make(), weights[name], gradients)
         steps[name]().numpy()
-    times = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step().numpy()
-            times[name].append(time.perf_counter() - start)
+    seconds = interleaved(steps, rounds)
     same = all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(weights["zim"], weights["base"]))
-    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}, same
+    return {name: 1e3 * s for name, s in seconds.items()}, same
 
 
 def main(argv=None):

@@ -83,13 +83,18 @@ def time_apply(shapes, rounds, names=None):
         steps[name]().numpy()
         compile_s[name] = time.perf_counter() - start
         steps[name]().numpy()
+    return {name: (seconds, compile_s[name]) for name, seconds in interleaved(steps, rounds).items()}
+
+
+def interleaved(steps, rounds):
+    """{name: median seconds} of the compiled `steps`, timed in `rounds` rounds that run each once."""
     times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
             start = time.perf_counter()
             step().numpy()
             times[name].append(time.perf_counter() - start)
-    return {name: (float(np.median(t)), compile_s[name]) for name, t in times.items()}
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def first_step_seconds(case, name):
