@@ -1,9 +1,8 @@
 """A/B of the working tree's ZIM against a commit's, both in one process: steps interleaved, weights compared.
 
-Steps of separate processes differ by more than most changes do on this
-machine (Adam's own step moved by 25% between processes in session 14), so
-each case here times Adam, `ZIM(scope=...)` as checked out and the same
-optimizer from `BASE` side by side, in rounds. `BASE`'s `keras_zim` is
+Steps of separate processes can differ by more than a change does
+(docs/sampler.md), so each case here times Adam, `ZIM(scope=...)` as checked
+out and the same optimizer from `BASE` side by side, in rounds. `BASE`'s `keras_zim` is
 extracted with `git archive` and imported under another name. After the
 timed rounds it prints whether both versions left bit-identical weights
 (same seed, same gradients, same number of steps).

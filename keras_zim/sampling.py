@@ -707,7 +707,6 @@ def _place_mixed(counts, layout, passing, threshold, seed, chunk):
 
 
 def _draw_float32x2(magnitudes, rows, layout, trials, rate, smoothing, seed, slots, search_chunk, relative):
-    rows = None if rows is None else [ops.cast(row, "float32") for row in rows]
     tree = _SegmentTree(ops.cast(magnitudes, "float32"), layout, _DoubleFloat32(), rows)
     mass_hi, mass_lo = tree.total[:, 0], tree.total[:, 1]
     if relative:  # c in units of the segment's mean |m|: a spread of c ||m||_1
