@@ -164,7 +164,14 @@ def _field(words, j):
 
 
 def _words(counters, key, count):
-    return [backend.hash32(counters * 8 + w, key) for w in range(count)]
+    """`count` hashed words per counter: word `w` of counter `c` hashes `8 c + w`.
+
+    `8 c + w` is `8 c ^ w` (w < 8), so the word index goes into the key and
+    every word hashes the same counters: TensorFlow would fold `8 c + w`
+    into a constant of its own per word, in the compiled step.
+    """
+    lanes = counters * 8
+    return [backend.hash32(lanes, ops.bitwise_xor(key, np.asarray([w, 0], np.int32))) for w in range(count)]
 
 
 class _Pass:
