@@ -34,12 +34,20 @@ def _moved(gradients, values, rate, seed, scope, trials, smoothing, unit, slots,
     counts = sampling.scope_counts(
         gradients, scope, rate, seed, trials, smoothing, slots, relative_smoothing, precision, rate_hint
     )
+    bounds, none = {}, ops.zeros((), "int32")  # one constant of each for all variables: fewer ops to trace
     result = []
     for value, gradient, count in zip(values, gradients, counts):
+        dtype = keras.backend.standardize_dtype(value.dtype)
+        if dtype not in bounds:
+            limit = _exact_limit(dtype, unit)
+            bounds[dtype] = (ops.convert_to_tensor(-limit, dtype), ops.convert_to_tensor(limit, dtype),
+                             ops.convert_to_tensor(unit, dtype))
+        low, high, step_size = bounds[dtype]
         count = ops.reshape(count, value.shape)
-        limit = _exact_limit(keras.backend.standardize_dtype(value.dtype), unit)
-        step = ops.cast(count, value.dtype) * ops.sign(ops.cast(gradient, value.dtype)) * unit
-        result.append(ops.where(count > 0, ops.clip(value - step, -limit, limit), value))
+        step = ops.cast(count, dtype) * ops.sign(ops.cast(gradient, dtype))
+        if unit != 1.0:
+            step = step * step_size
+        result.append(ops.where(count > none, ops.clip(value - step, low, high), value))
     return result
 
 

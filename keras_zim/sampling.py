@@ -896,8 +896,7 @@ def flat_gradients(gradients, precision="float64"):
 
 
 def _split(flat, sizes):
-    ends = np.cumsum(sizes)
-    return [flat[start:end] for start, end in zip([0] + list(ends[:-1]), ends)]
+    return ops.split(flat, [int(end) for end in np.cumsum(sizes)[:-1]]) if len(sizes) > 1 else [flat]
 
 
 def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative=False, precision="float64",
