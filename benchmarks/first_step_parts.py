@@ -21,9 +21,11 @@ counts are not ZIM's law.
 - adam: Keras Adam.
 
     python benchmarks/first_step_parts.py --model transformer --scope global --rounds 2
+    python benchmarks/first_step_parts.py --model transformer --ops zim   # what the trace holds
 """
 
 import argparse
+import collections
 import os
 import subprocess
 import sys
@@ -63,8 +65,8 @@ def _stand_in(row):
         sampling.scope_counts = sliced
 
 
-def _one(model, scope, row):
-    """Prints `trace_seconds first_call_seconds` for one row, in this fresh process."""
+def _step(model, scope, row):
+    """The step of `row` on `model`'s variables, not yet traced, after one trivial XLA compile."""
     import keras
     import tensorflow as tf
 
@@ -77,12 +79,33 @@ def _one(model, scope, row):
     tf.function(lambda: tf.reduce_sum(gradients[0]), jit_compile=True)().numpy()
     variables = [keras.Variable(np.zeros(s, "float32")) for s in shapes]
     optimizer = keras.optimizers.Adam() if row == "adam" else keras_zim.ZIM(scope=scope, seed=0)
-    step = step_function(optimizer, variables, gradients)
+    return step_function(optimizer, variables, gradients)
+
+
+def _one(model, scope, row):
+    """Prints `trace_seconds first_call_seconds` for one row, in this fresh process."""
+    step = _step(model, scope, row)
     start = time.perf_counter()
     step.get_concrete_function()
     traced = time.perf_counter()
     step().numpy()
     print(traced - start, time.perf_counter() - traced)
+
+
+def _ops(model, scope, row, top=40):
+    """Prints how many graph ops the traced step holds (nested functions included), by keras_zim file and line."""
+    graphs = [_step(model, scope, row).get_concrete_function().graph]
+    by_file, by_line = collections.Counter(), collections.Counter()
+    for graph in graphs:
+        graphs += [f.graph for f in graph._functions.values() if getattr(f, "graph", None) is not None]
+        for op in graph.get_operations():
+            frame = next((f for f in reversed(op.traceback or []) if "keras_zim" in f.filename), None)
+            where = f"{os.path.basename(frame.filename)}:{frame.lineno}" if frame else "elsewhere"
+            by_line[where] += 1
+            by_file[where.split(":")[0]] += 1
+    print(f"{sum(by_file.values())} ops in the traced step of {row} ({model}, {scope} scope)")
+    for counts in (by_file, by_line):
+        print(", ".join(f"{where} {n}" for where, n in counts.most_common(top)))
 
 
 def main(argv=None):
@@ -91,7 +114,10 @@ def main(argv=None):
     parser.add_argument("--scope", default="global", choices=("global", "variable"))
     parser.add_argument("--rounds", type=int, default=2, help="fresh processes per row, interleaved")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--ops", metavar="ROW", help="print the traced step's ops by keras_zim file and line")
     args = parser.parse_args(argv)
+    if args.ops:
+        return _ops(args.model, args.scope, args.ops)
     if args.one:
         return _one(args.model, args.scope, args.one)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
