@@ -899,6 +899,28 @@ def _split(flat, sizes):
     return ops.split(flat, [int(end) for end in np.cumsum(sizes)[:-1]]) if len(sizes) > 1 else [flat]
 
 
+def _split_counts(counts, sizes):
+    """`counts` (int32, `>= 0`) split into pieces of `sizes`, each sliced at a start known only at run time.
+
+    XLA compiles one kernel per distinct fused computation. A static start
+    is a constant inside the kernel that reads the piece (ZIM's update of a
+    variable), so every variable got a kernel of its own. Starts carried
+    through a while loop whose trip count XLA cannot know (`1 + min(counts[0], 0)`,
+    always 1) are buffers instead, and the updates of equal-sized variables
+    share one kernel.
+    """
+    if len(sizes) == 1:
+        return [counts]
+    starts = tuple(ops.convert_to_tensor(int(s), "int32") for s in np.cumsum([0] + list(sizes[:-1])))
+    trips = 1 + ops.minimum(counts[0], 0)
+
+    def body(step, *starts):
+        return (step + 1,) + tuple(start + ops.minimum(step, 0) for start in starts)
+
+    _, *starts = ops.while_loop(lambda step, *_: step < trips, body, (ops.convert_to_tensor(0, "int32"),) + starts)
+    return [ops.slice(counts, [start], [size]) for start, size in zip(starts, sizes)]
+
+
 def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative=False, precision="float64",
                  rate_hint=None):
     """ZIM trial counts for `gradients` as one scope (`"global"`) or one per gradient (`"variable"`).
@@ -936,7 +958,7 @@ def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relativ
         magnitudes, layout, list(trials), rate, float(smoothing), seed, slots,
         min(max(slots), SEARCH_CHUNK), relative, precision, rate_hint,
     )
-    pieces = _split(counts, sizes)
+    pieces = _split_counts(counts, sizes)
     if scope == "global":
         return pieces
     result = [None] * len(gradients)

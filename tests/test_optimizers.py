@@ -1,6 +1,7 @@
 """The ZIM optimizer: the rule by hand, statistics, Keras integration, edges."""
 
 import math
+import re
 import warnings
 
 import keras
@@ -182,6 +183,33 @@ def test_default_step_on_a_large_model_takes_the_dense_pass_and_equals_the_pure_
         np.testing.assert_array_equal(value, -move.numpy())
     low, high = binomial_interval(d, 0.1, P_MIN)
     assert keras_zim.is_integral(w) and low <= sum(np.abs(v).sum() for v in w) <= high
+
+
+def _update_kernels(hlo):
+    """The distinct fused computations of ZIM's update (they clip and take the sign), names and metadata left out."""
+    bodies = set()
+    for body in re.findall(r"^%fused_computation[^\n]*\{\n(.*?)\n\}", hlo, re.S | re.M):
+        if " clamp(" in body and " sign(" in body:
+            body = re.sub(r", (metadata|backend_config)=\{.*?\}(?=,|$)", "", body, flags=re.M)
+            names = {}
+            bodies.add(re.sub(r"%[\w.\-]+", lambda m: names.setdefault(m.group(), f"%{len(names)}"), body))
+    return bodies
+
+
+@pytest.mark.parametrize("scope", ["global", "variable"])
+def test_updates_of_equal_shapes_share_one_compiled_kernel(scope):
+    # XLA compiles one kernel per distinct fused computation. Each variable's
+    # counts are sliced from one vector at a start XLA cannot fold, so six
+    # variables of two shapes make two distinct updates. Static starts made
+    # six here, and 99 update kernels in the Transformer's first step.
+    shapes = [(5, 4), (7,), (5, 4), (7,), (5, 4), (7,)]
+    rng = np.random.default_rng(0)
+    grads = [tf.constant(rng.normal(size=s), tf.float32) for s in shapes]
+    variables = [keras.Variable(np.zeros(s, "float32")) for s in shapes]
+    optimizer = keras_zim.ZIM(scope=scope, seed=1)
+    optimizer.build(variables)
+    step = tf.function(lambda: optimizer.apply(grads, variables), jit_compile=True)
+    assert len(_update_kernels(step.experimental_get_compiler_ir()(stage="optimized_hlo"))) == 2
 
 
 def test_golden_values_for_three_steps():
