@@ -16,8 +16,8 @@ counts are not ZIM's law.
   `|g| > 1e-3` of its own gradient (the update kernels alone, one per
   distinct shape);
 - counts sliced from a loop: the same counts, concatenated, passed through a
-  while loop and sliced back per variable, as the sampler's count vector is
-  (XLA on CPU compiles one kernel per slice offset);
+  while loop and sliced back per variable at run-time starts, as the
+  sampler's count vector is (`sampling._split_counts`);
 - adam: Keras Adam.
 
     python benchmarks/first_step_parts.py --model transformer --scope global --rounds 2
@@ -60,7 +60,7 @@ def _stand_in(row):
             flat, sizes = sampling.flat_gradients(gradients)
             counts = ops.cast(ops.abs(flat) > 1e-3, "int32")
             counts = ops.while_loop(lambda i, c: i < 1, lambda i, c: (i + 1, c + 1), (0, counts))[1]
-            return sampling._split(counts, sizes)
+            return sampling._split_counts(counts, sizes)
 
         sampling.scope_counts = sliced
 
