@@ -94,10 +94,14 @@ def _one(model, scope, row):
 
 def _ops(model, scope, row, top=40):
     """Prints how many graph ops the traced step holds (nested functions included), by keras_zim file and line."""
-    graphs = [_step(model, scope, row).get_concrete_function().graph]
+    graphs, seen = [_step(model, scope, row).get_concrete_function().graph], set()
     by_file, by_line = collections.Counter(), collections.Counter()
     for graph in graphs:
-        graphs += [f.graph for f in graph._functions.values() if getattr(f, "graph", None) is not None]
+        # A nested function is listed by every graph that holds it: count each once.
+        nested = [f.graph for name, f in graph._functions.items() if getattr(f, "graph", None) is not None
+                  and name not in seen]
+        seen.update(graph._functions)
+        graphs += nested
         for op in graph.get_operations():
             frame = next((f for f in reversed(op.traceback or []) if "keras_zim" in f.filename), None)
             where = f"{os.path.basename(frame.filename)}:{frame.lineno}" if frame else "elsewhere"

@@ -911,14 +911,15 @@ def _split_counts(counts, sizes):
     """
     if len(sizes) == 1:
         return [counts]
-    starts = tuple(ops.convert_to_tensor(int(s), "int32") for s in np.cumsum([0] + list(sizes[:-1])))
+    starts = tuple(ops.convert_to_tensor([int(s)], "int32") for s in np.cumsum([0] + list(sizes[:-1])))
     trips = 1 + ops.minimum(counts[0], 0)
 
     def body(step, *starts):
-        return (step + 1,) + tuple(start + ops.minimum(step, 0) for start in starts)
+        zero = ops.minimum(step, 0)
+        return (step + 1,) + tuple(start + zero for start in starts)
 
     _, *starts = ops.while_loop(lambda step, *_: step < trips, body, (ops.convert_to_tensor(0, "int32"),) + starts)
-    return [ops.slice(counts, [start], [size]) for start, size in zip(starts, sizes)]
+    return [ops.slice(counts, start, [size]) for start, size in zip(starts, sizes)]
 
 
 def scope_counts(gradients, scope, rate, seed, trials, smoothing, slots, relative=False, precision="float64",
