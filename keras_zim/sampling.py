@@ -895,10 +895,6 @@ def flat_gradients(gradients, precision="float64"):
     return (ops.concatenate(flat, axis=0) if len(flat) > 1 else flat[0]), [int(f.shape[0]) for f in flat]
 
 
-def _split(flat, sizes):
-    return ops.split(flat, [int(end) for end in np.cumsum(sizes)[:-1]]) if len(sizes) > 1 else [flat]
-
-
 def _split_counts(counts, sizes):
     """`counts` (int32, `>= 0`) split into pieces of `sizes`, each sliced at a start known only at run time.
 
@@ -972,11 +968,10 @@ def _grid_moves(gradients, rate, seed, trials, smoothing, unit, chunk, precision
     trials = sum(int(np.prod(g.shape)) for g in gradients) if trials is None else trials
     counts = scope_counts(gradients, "global", rate, seed, [trials], smoothing, [chunk], precision=precision,
                           rate_hint=rate_hint)
-    counts = ops.concatenate(counts, axis=0) if len(counts) > 1 else counts[0]
-    flat, sizes = flat_gradients(gradients, precision)
     # Where no trial landed the move is 0, even where g is NaN (sign(NaN) * 0 is NaN).
-    moves = ops.where(counts > 0, ops.cast(counts, flat.dtype) * ops.sign(flat) * unit, 0.0)
-    return [ops.reshape(ops.cast(m, g.dtype), g.shape) for m, g in zip(_split(moves, sizes), gradients)]
+    moves = [ops.where(c > 0, ops.cast(c, f.dtype) * ops.sign(f) * unit, 0.0)
+             for c, f in zip(counts, _flattened(gradients, precision))]
+    return [ops.reshape(ops.cast(m, g.dtype), g.shape) for m, g in zip(moves, gradients)]
 
 
 _compiled_grid_moves = backend.jit(
