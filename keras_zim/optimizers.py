@@ -23,7 +23,7 @@ def _exact_limit(dtype, unit):
     return unit * 2.0 ** grid.exact_digits(dtype)
 
 
-def _moved(gradients, values, rate, seed, scope, trials, smoothing, unit, slots, relative_smoothing, precision,
+def _moved(values, gradients, rate, seed, scope, trials, smoothing, unit, slots, relative_smoothing, precision,
            rate_hint):
     """The values after `w <- w - unit * x * sign(g)`, `x` drawn per `scope`.
 
@@ -298,11 +298,10 @@ class ZIM(keras.optimizers.Optimizer):
             trials, slots = (self._trials[index[0]],), (self._slots[index[0]],)
         else:
             trials, slots = tuple(self._trials[i] for i in index), tuple(self._slots[i] for i in index)
-        values = [ops.convert_to_tensor(v) for v in variables]
         static = dict(scope=self.scope, trials=trials, smoothing=self.smoothing, unit=self.unit, slots=slots,
                       relative_smoothing=self.relative_smoothing, precision=self._precision,
                       rate_hint=self._rate_hint)
-        args = (list(gradients), values, ops.cast(learning_rate, "float32"), seed)
+        args = (list(gradients), ops.cast(learning_rate, "float32"), seed)
         backend.assign_moved(self, _moved, variables, args, static)
 
     def finalize_variable_values(self, var_list):

@@ -907,7 +907,7 @@ def _split_counts(counts, sizes):
     """
     if len(sizes) == 1:
         return [counts]
-    starts = tuple(ops.convert_to_tensor([int(s)], "int32") for s in np.cumsum([0] + list(sizes[:-1])))
+    starts = tuple(ops.split(ops.convert_to_tensor(np.cumsum([0] + list(sizes[:-1])), "int32"), len(sizes)))
     trips = 1 + ops.minimum(counts[0], 0)
 
     def body(step, *starts):

@@ -9,7 +9,8 @@ needs only the backend in use:
 - `fold_in(seed, data)`: a new stateless seed, int32 `[2]`, from a seed and an int.
 - `uniform(shape, seed, dtype)`: Uniform[0, 1) floats, a pure function of `seed`.
 - `assign_moved(owner, fn, variables, args, static)`: assigns
-  `fn(*args, **static)` to `variables` (on TensorFlow inside one XLA function).
+  `fn(values, *args, **static)` to `variables`, `values` their current values
+  (on TensorFlow read and assigned inside one XLA function).
 - `bits24(shape, seed)`: uniform int32 in `[0, 2**24)`.
 - `hash32(counter, key)`: int32 words hashed from int32 `counter` (any shape) and a seed: a keyed bijection of the counter.
 - `gather(values, index)`: `values[index]` along the first axis, indices in range.
@@ -42,10 +43,11 @@ _compiled = {}
 
 
 def _assign_returned(owner, fn, variables, args, static):
-    """`owner.assign(variable, fn(*args, **static))` for each variable, `fn` compiled once."""
+    """`owner.assign(variable, fn(values, *args, **static))` for each variable, `fn` compiled once."""
     if fn not in _compiled:
         _compiled[fn] = _impl.jit(fn, static_argnames=tuple(static))
-    for variable, value in zip(variables, _compiled[fn](*args, **static)):
+    values = [keras.ops.convert_to_tensor(v) for v in variables]
+    for variable, value in zip(variables, _compiled[fn](values, *args, **static)):
         owner.assign(variable, value)
 
 

@@ -94,12 +94,13 @@ _traced_movers = weakref.WeakKeyDictionary()
 
 
 def _assign_all(fn, variables, args, static):
-    for variable, value in zip(variables, fn(*args, **static)):
+    values = [tf.convert_to_tensor(v) for v in variables]  # one read each
+    for variable, value in zip(variables, fn(values, *args, **static)):
         variable.assign(value)
 
 
 def assign_moved(owner, fn, variables, args, static):
-    """`variable.assign` of `fn(*args, **static)` inside one XLA function: no extra copy of the weights."""
+    """`variable.assign` of `fn(values, *args, **static)` inside one XLA function: no extra copy of the weights."""
     if not tf.inside_function():
         mover = _eager_movers.setdefault(fn, tf.function(_assign_all, jit_compile=True, autograph=False))
     else:
