@@ -261,12 +261,12 @@ class _Plain:
         here can round below the node's stored sum) goes to the last child
         with mass.
         """
-        columns = ops.transpose(children)
+        columns = ops.unstack(ops.transpose(children))  # one op, not two slices per child: fewer to trace
         end = passed = before_last = ops.zeros_like(remaining)
         chosen = last = ops.zeros(ops.shape(remaining), "int32")
-        for k in range(_FANOUT):
-            before, end = end, end + columns[k]
-            positive = columns[k] > 0
+        for k, column in enumerate(columns):
+            before, end = end, end + column
+            positive = column > 0
             last, before_last = ops.where(positive, k, last), ops.where(positive, before, before_last)
             at_most = end <= remaining
             chosen += ops.cast(at_most, "int32")

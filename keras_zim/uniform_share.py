@@ -153,8 +153,8 @@ def _count(words, thresholds, slots):
     """`min(Y, slots)` for `U = (words[0], words[1])`, `Y = #{k: U < T_k}`. Unrolled: the fast path."""
     high, low = thresholds
     count = ops.zeros(ops.shape(words[0]), "int32")
-    for k in range(slots):
-        count += ops.cast(_below(words, high[:, k], low[:, k]), "int32")
+    for high_k, low_k in zip(ops.unstack(high[:, :slots], axis=1), ops.unstack(low[:, :slots], axis=1)):
+        count += ops.cast(_below(words, high_k, low_k), "int32")
     return count
 
 
