@@ -18,10 +18,16 @@ counts are not ZIM's law.
 - counts sliced from a loop: the same counts, concatenated, passed through a
   while loop and sliced back per variable at run-time starts, as the
   sampler's count vector is (`sampling._split_counts`);
+- padded in place / small sizes as one: every gradient flattened, zero-padded
+  and its counts sliced back before the update; "in place" pads nothing, "as
+  one" pads each gradient of at most 1,024 entries to 1,024, so that the
+  variable scope has fewer size groups (the Transformer 4, not 7). Their
+  difference is what the groups cost;
 - adam: Keras Adam.
 
     python benchmarks/first_step_parts.py --model transformer --scope global --rounds 2
     python benchmarks/first_step_parts.py --model transformer --ops zim   # what the trace holds
+    python benchmarks/first_step_parts.py --model transformer --scope variable --rows "padded in place" "small sizes as one"
 """
 
 import argparse
@@ -36,7 +42,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ROWS = ("zim", "no dense pass", "no search", "no binomials", "counts from the gradient",
-        "counts sliced from a loop", "adam")
+        "counts sliced from a loop", "padded in place", "small sizes as one", "adam")
+SMALL = 1024
 
 
 def _stand_in(row):
@@ -63,6 +70,15 @@ def _stand_in(row):
             return sampling._split_counts(counts, sizes)
 
         sampling.scope_counts = sliced
+    elif row in ("padded in place", "small sizes as one"):
+        draw, least = sampling.scope_counts, SMALL if row == "small sizes as one" else 0
+
+        def padded(gradients, *args, **kwargs):
+            flat = [ops.reshape(g, [-1]) for g in gradients]
+            counts = draw([ops.pad(f, [[0, max(least - f.shape[0], 0)]]) for f in flat], *args, **kwargs)
+            return [c[: f.shape[0]] for c, f in zip(counts, flat)]
+
+        sampling.scope_counts = padded
 
 
 def _step(model, scope, row):
@@ -119,15 +135,17 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2, help="fresh processes per row, interleaved")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--ops", metavar="ROW", help="print the traced step's ops by keras_zim file and line")
+    parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS, help="the rows to time (adam always)")
     args = parser.parse_args(argv)
     if args.ops:
         return _ops(args.model, args.scope, args.ops)
     if args.one:
         return _one(args.model, args.scope, args.one)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    times = {row: [] for row in ROWS}
+    rows = [row for row in ROWS if row in args.rows or row == "adam"]
+    times = {row: [] for row in rows}
     for _ in range(args.rounds):
-        for row in ROWS:
+        for row in rows:
             command = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--scope", args.scope,
                        "--one", row]
             out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout.split()
@@ -135,7 +153,7 @@ def main(argv=None):
     adam = np.median([sum(t) for t in times["adam"]])
     print(f"| part ({args.model}, {args.scope} scope) | trace s | compile and run s | first step s | x Adam |")
     print("| --- | --- | --- | --- | --- |")
-    for row in ROWS:
+    for row in rows:
         trace, first = np.median([t[0] for t in times[row]]), np.median([t[1] for t in times[row]])
         total = np.median([sum(t) for t in times[row]])
         print(f"| {row} | {trace:.2f} | {first:.2f} | {total:.2f} | {total / adam:.2f} |")
