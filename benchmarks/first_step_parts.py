@@ -23,6 +23,12 @@ counts are not ZIM's law.
   one" pads each gradient of at most 1,024 entries to 1,024, so that the
   variable scope has fewer size groups (the Transformer 4, not 7). Their
   difference is what the groups cost;
+- owner by comparison: the variable scope finds each searched trial's segment
+  by comparing its rank with every segment's end (`T x segments` compares a
+  chunk), not by walking a second sum tree (`sampling._owner`);
+- binomials alone: no step, only the two binomials of the scope
+  (`sampling._passing_and_uniform` on one value per segment: 1 in the global
+  scope, one per variable in the variable scope), compiled by themselves;
 - adam: Keras Adam.
 
     python benchmarks/first_step_parts.py --model transformer --scope global --rounds 2
@@ -42,7 +48,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ROWS = ("zim", "no dense pass", "no search", "no binomials", "counts from the gradient",
-        "counts sliced from a loop", "padded in place", "small sizes as one", "adam")
+        "counts sliced from a loop", "padded in place", "small sizes as one", "owner by comparison",
+        "binomials alone", "adam")
 SMALL = 1024
 
 
@@ -79,6 +86,12 @@ def _stand_in(row):
             return [c[: f.shape[0]] for c, f in zip(counts, flat)]
 
         sampling.scope_counts = padded
+    elif row == "owner by comparison":
+        def owner(layout, counts):
+            ends = ops.cumsum(counts)
+            return lambda rank: ops.sum(ops.cast(rank[:, None] >= ends[None, :], "int32"), axis=1)
+
+        sampling._owner = owner
 
 
 def _step(model, scope, row):
@@ -93,6 +106,13 @@ def _step(model, scope, row):
     shapes = shapes_of(model)
     gradients = fixed_gradients(shapes)
     tf.function(lambda: tf.reduce_sum(gradients[0]), jit_compile=True)().numpy()
+    if row == "binomials alone":
+        from keras_zim import sampling
+
+        segments = len(shapes) if scope == "variable" else 1
+        trials = tf.constant(np.full(segments, 1e6))
+        draw = lambda: sampling._passing_and_uniform(trials, trials * 0 + 0.1, trials * 0 + 0.999, tf.constant([1, 2]))  # noqa: E731
+        return tf.function(lambda: draw()[0], jit_compile=True)
     variables = [keras.Variable(np.zeros(s, "float32")) for s in shapes]
     optimizer = keras.optimizers.Adam() if row == "adam" else keras_zim.ZIM(scope=scope, seed=0)
     return step_function(optimizer, variables, gradients)

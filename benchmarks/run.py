@@ -164,6 +164,17 @@ def fit_step_ms(name, rounds, batches=4, batch=32):
     return {label: (1e3 * float(np.median(clocks[label].seconds)), first[label]) for label in fitters}
 
 
+def _commit():
+    """The checked-out commit, with "+ changes" when the working tree differs from it; "unknown" outside git."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown"
+    return commit + (" + changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds; no model.fit section")
@@ -176,7 +187,7 @@ def main(argv=None):
         f"Written by `python benchmarks/run.py{' --quick' if args.quick else ''}` on "
         f"{datetime.date.today().isoformat()}: {platform.machine()}, {os.cpu_count()} CPU cores, no GPU; "
         f"Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-        f"TFP {tfp.__version__}, keras_zim {keras_zim.__version__}. Load average at the start: "
+        f"TFP {tfp.__version__}, keras_zim {keras_zim.__version__} at commit {_commit()}. Load average at the start: "
         f"{os.getloadavg()[0]:.1f}. Medians of {rounds} interleaved rounds; ratios against the baselines "
         "measured in the same run. Only CPU was measured: GPU and TPU claims rest on XLA, unmeasured here.",
         "",

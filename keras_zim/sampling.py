@@ -121,8 +121,9 @@ _STIRLING_TABLE = [math.lgamma(k + 1.0) - ((k + 0.5) * math.log(k + 1.0) - (k + 
 
 def _stirling_error(k):
     """`log(k!) - ((k + 1/2) log(k + 1) - (k + 1) + log(2 pi) / 2)`, in `k`'s dtype."""
-    table = ops.convert_to_tensor(np.asarray(_STIRLING_TABLE), keras.backend.standardize_dtype(k.dtype))
-    table = backend.gather(table, ops.cast(ops.clip(k, 0.0, 9.0), "int32"))
+    table = ops.full_like(k, _STIRLING_TABLE[0])
+    for j, value in enumerate(_STIRLING_TABLE[1:], 1):  # selects, not a gather: XLA fuses them into their users
+        table = ops.where(k == j, value, table)
     x = 1.0 / (k + 1.0)
     x2 = x * x
     series = (1.0 / 12.0 - (1.0 / 360.0 - x2 / 1260.0) * x2) * x
@@ -132,13 +133,15 @@ def _stirling_error(k):
 def _inversion(count, prob, seed):
     """Sequential inversion of the Binomial CDF, for `n p < 10`: the start `(k, pmf, cdf)`, `going` and `step`."""
     u = _uniform(ops.shape(count), _stream(seed, 0), 0, count.dtype)
-    ratio = prob / (1.0 - prob)
     pmf = ops.exp(count * ops.log1p(-prob))
+    constants = ops.stack([u, prob / (1.0 - prob), count])  # into the loop as one tensor: one kernel, not one each
 
     def going(k, pmf, cdf):
+        u, _, count = ops.unstack(constants)
         return (u >= cdf) & (k < count) & (pmf > 0.0)
 
     def step(k, pmf, cdf):
+        _, ratio, count = ops.unstack(constants)
         more = going(k, pmf, cdf)
         nxt = pmf * ratio * (count - k) / (k + 1.0)
         return ops.where(more, k + 1.0, k), ops.where(more, nxt, pmf), ops.where(more, cdf + nxt, cdf)
@@ -158,10 +161,12 @@ def _btrs(count, prob, seed):
     odds = p / (1.0 - p)
     m = ops.floor((n + 1.0) * p)
     fixed = (m + 0.5) * ops.log((m + 1.0) / (odds * (n - m + 1.0))) + _stirling_error(m) + _stirling_error(n - m)
+    constants = ops.stack([b, a, c, v_r, alpha, odds, m, fixed])  # one tensor into the loop, as in `_inversion`
 
     key = _stream(seed, 1)
 
     def attempt(step, k, done):
+        b, a, c, v_r, alpha, odds, m, fixed = ops.unstack(constants)
         draws = _uniform((2,) + tuple(ops.shape(n)), key, step, n.dtype)
         u, v = draws[0] - 0.5, draws[1]
         us = 0.5 - ops.abs(u)
@@ -206,15 +211,19 @@ def binomial(count, prob, seed):
     inverted, going, invert = _inversion(ops.where(small, count, zero), ops.where(small, p, zero), seed)
     attempt = _btrs(ops.where(small, zero + 20.0, count), ops.where(small, zero + 0.5, p), backend.fold_in(seed, 1))
 
-    def more(step, inverted, rejected, done):
-        return ops.any(going(*inverted)) | ops.any(~done)
+    # The state is one stacked tensor: XLA builds it in one kernel a step, not one per part.
+    def more(step, state):
+        k, pmf, cdf, _, done = ops.unstack(state)
+        return ops.any(going(k, pmf, cdf) | (done == 0.0))
 
-    def body(step, inverted, rejected, done):
-        return (step + 1, invert(*inverted)) + attempt(step, rejected, done)
+    def body(step, state):
+        k, pmf, cdf, rejected, done = ops.unstack(state)
+        rejected, done = attempt(step, rejected, done > 0.0)
+        return step + 1, ops.stack(list(invert(k, pmf, cdf)) + [rejected, ops.cast(done, count.dtype)])
 
-    start = (ops.convert_to_tensor(0, "int32"), inverted, zero, small)
-    _, inverted, rejected, _ = ops.while_loop(more, body, start)
-    draws = ops.where(small, inverted[0], rejected)
+    start = ops.stack(list(inverted) + [zero, ops.cast(small, count.dtype)])
+    _, state = ops.while_loop(more, body, (ops.convert_to_tensor(0, "int32"), start))
+    draws = ops.where(small, state[0], state[3])
     draws = ops.where((p > 0.0) & (count > 0.0), draws, zero)
     return ops.where(flip, count - draws, draws)
 
