@@ -19,7 +19,20 @@ With `--model`, the dense passes of a ZIM step on a real model's variables
 instead (what a step costs before any trial): the flat copy of all gradients
 (the sampler gathers the leaves of its tree from it), float64 block sums of
 that copy, a zeroed count vector, and the update `w <- w - x sign(g)` of every
-variable from the counts; then the trials alone at n = d (`r d` float64
+variable from the counts (and from int8 counts, the narrowest a count vector
+could be); two floors, timing stand-ins that are not the law:
+
+- dense floor: the float64 block sums of every gradient, read where it is
+  (the mass that any exact sampler needs), and the update from int8 counts:
+  what a sampler that writes a count vector must at least do, with no flat
+  copy, no trials and no search;
+- sparse floor, r=0.01: the same block sums, then per variable the trials a
+  uniform share would give it at `n = d` (`chunk_size(size, 0.01)` uniform
+  cells), `sign(g)` gathered there and scatter-subtracted from the weights in
+  place: no count vector, but no binomials, search or bounds either, and one
+  scatter compiled per variable;
+
+then the trials alone at n = d (`r d` float64
 uniforms, each floored to a cell and scatter-added into a count vector that
 is never zeroed: one draw and one scatter-add per trial, as the sampler does
 them, and no dense pass), Adam, and ZIM with almost no trials (`r = 1e-6`),
@@ -102,11 +115,36 @@ def dense_parts(shapes):
             w.assign_sub(0.01 * g)
         return weights[0][0]
 
-    def update():
+    def update(counts=counts):
         for w, g, start, end in zip(weights, gradients, ends[:-1], ends[1:]):
             c = tf.reshape(counts[start:end], w.shape)
             w.assign(tf.where(c > 0, tf.clip_by_value(w - tf.cast(c, w.dtype) * tf.sign(g), -2.0**24, 2.0**24), w))
         return weights[0][0]
+
+    narrow = tf.Variable(tf.zeros([size], tf.int8))
+    seed = tf.Variable([1, 2])
+    first_level = tf.Variable(tf.zeros([sum(n // 16 for n in sizes)], tf.float64))
+
+    def masses():
+        """The float64 block sums of every gradient, read where it is (the mass any exact sampler needs)."""
+        sums = [tf.reduce_sum(tf.reshape(tf.abs(tf.cast(tf.reshape(g, [-1])[: n // 16 * 16], tf.float64)), [-1, 16]), -1)
+                for g, n in zip(gradients, sizes) if n >= 16]
+        return first_level.assign(tf.concat(sums, 0))[0]
+
+    def dense_floor():
+        # What an exact sampler with a dense update must at least do: the masses, then the update.
+        update(narrow)
+        return masses()
+
+    flat_weights = [tf.Variable(tf.zeros([n])) for n in sizes]
+
+    def sparse_floor(rate=0.01):
+        # The masses; per variable, the trials a uniform share gives it, sign(g) there, a scatter into w.
+        for j, (w, g, n) in enumerate(zip(flat_weights, gradients, sizes)):
+            u = keras_zim.backend.uniform([keras_zim.sampling.chunk_size(n, rate)], keras_zim.backend.fold_in(seed, j), "float64")
+            cells = tf.minimum(tf.cast(tf.floor(u * n), tf.int32), n - 1)
+            w.scatter_nd_sub(cells[:, None], tf.sign(tf.gather(tf.reshape(g, [-1]), cells)))
+        return masses()
 
     whole = size // 16 * 16
     functions = {
@@ -115,8 +153,10 @@ def dense_parts(shapes):
         "block sums": lambda: blocks.assign(tf.reduce_sum(tf.reshape(tf.abs(tf.cast(flat[:whole], tf.float64)), [-1, 16]), -1))[0],
         "zeroed counts": lambda: counts.assign(tf.tensor_scatter_nd_add(tf.zeros([size], tf.int32), [[0]], [0]))[0],
         "update from counts": update,
+        "update from int8 counts": lambda: update(narrow),
+        "dense floor": dense_floor,
+        "sparse floor, r=0.01": sparse_floor,
     }
-    seed = tf.Variable([1, 2])
     for rate in (0.1, 0.01):
         functions[f"trials alone, r={rate}"] = lambda trials=int(rate * size): _trials_alone(counts, seed, trials)
     adam, adam_weights = keras.optimizers.Adam(), [keras.Variable(np.zeros(s, "float32")) for s in shapes]
@@ -126,13 +166,61 @@ def dense_parts(shapes):
         optimizer = keras_zim.ZIM(rate, seed=0)
         optimizer.build(weights)
         functions[name] = lambda optimizer=optimizer: optimizer.apply(gradients, weights) or optimizer.iterations
+    functions.update(leaf_reads(gradients, sizes))
     return {name: tf.function(f, jit_compile=True) for name, f in functions.items()}
 
 
+def leaf_reads(gradients, sizes, trials=512, window=32):
+    """The 16 leaves of `trials` searched cells: from a flat copy of the gradients, or from each gradient.
+
+    "by variable" sorts the cells by variable and reads each run of `window`
+    from its own gradient through a switch of one branch per variable: no
+    copy, but a loop step per run.
+    """
+    size, flats = sum(sizes), [tf.reshape(g, [-1]) for g in gradients]
+    starts = tf.constant(np.cumsum([0] + sizes[:-1]).astype(np.int32))
+    cells = tf.Variable(np.random.default_rng(1).integers(0, size, trials).astype(np.int32))
+    leaves = tf.Variable(tf.zeros([trials, 16]))
+    sixteen = tf.range(16)
+
+    def from_copy():
+        index = tf.minimum((cells // 16)[:, None] * 16 + sixteen, size - 1)
+        return leaves.assign(tf.gather(tf.concat(flats, 0), index))[0, 0]
+
+    def by_variable():
+        owner = tf.reduce_sum(tf.cast(cells[:, None] >= starts[None, 1:], tf.int32), 1)
+        order = tf.argsort(owner)
+        owners = tf.concat([tf.gather(owner, order), tf.fill([window], -1)], 0)
+        local = tf.concat([tf.gather(cells - tf.gather(starts, owner), order), tf.zeros([window], tf.int32)], 0)
+
+        def read(j):
+            def branch(at):
+                index = tf.clip_by_value((tf.slice(local, [at], [window]) // 16)[:, None] * 16 + sixteen, 0, sizes[j] - 1)
+                return tf.gather(flats[j], index)
+            return branch
+
+        def body(at, found):
+            mine = tf.slice(owners, [at], [window]) == owners[at]
+            got = tf.switch_case(owners[at], [lambda j=j: read(j)(at) for j in range(len(flats))])
+            rows = (at + tf.range(window))[:, None]
+            found = tf.tensor_scatter_nd_update(found, rows, tf.where(mine[:, None], got, tf.gather_nd(found, rows)))
+            return at + tf.reduce_sum(tf.cast(mine, tf.int32)), found
+
+        start = (tf.constant(0), tf.zeros([trials + window, 16]))
+        found = tf.while_loop(lambda at, found: at < trials, body, start)[1][:trials]
+        return leaves.assign(tf.gather(found, tf.math.invert_permutation(order)))[0, 0]
+
+    return {f"{trials} leaf reads: flat copy": from_copy, f"{trials} leaf reads: by variable": by_variable}
+
+
 def table(compiled, title, rounds):
-    """Markdown rows `| part | median ms | x SGD |` (and `x Adam` if there is an `"adam"`), timed interleaved."""
-    for function in compiled.values():
-        function()
+    """Markdown rows `| part | median ms | x SGD |` (and `x Adam` if there is an `"adam"`), timed interleaved,
+    and each part's first call (trace, XLA compile and one run, after the parts before it)."""
+    first = {}
+    for name, function in compiled.items():
+        start = time.perf_counter()
+        np.asarray(function())
+        first[name] = time.perf_counter() - start
         function()
     times = {name: [] for name in compiled}
     for _ in range(rounds):
@@ -141,11 +229,11 @@ def table(compiled, title, rounds):
             np.asarray(function())
             times[name].append(time.perf_counter() - start)
     baselines = [(label, np.median(times[name])) for name, label in (("sgd", "SGD"), ("adam", "Adam")) if name in times]
-    lines = [f"| part ({title}) | median ms | " + " | ".join(f"x {label}" for label, _ in baselines) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in baselines) + " |"]
+    lines = [f"| part ({title}) | median ms | " + " | ".join(f"x {label}" for label, _ in baselines) + " | first call s |",
+             "| --- | --- | " + " | ".join("---" for _ in baselines) + " | --- |"]
     for name, t in times.items():
         ratios = " | ".join(f"{np.median(t) / baseline:.2f}" for _, baseline in baselines)
-        lines.append(f"| {name} | {1e3 * np.median(t):.2f} | {ratios} |")
+        lines.append(f"| {name} | {1e3 * np.median(t):.2f} | {ratios} | {first[name]:.2f} |")
     return lines
 
 
