@@ -123,12 +123,12 @@ def dense_parts(shapes):
 
     narrow = tf.Variable(tf.zeros([size], tf.int8))
     seed = tf.Variable([1, 2])
-    first_level = tf.Variable(tf.zeros([sum(n // 16 for n in sizes)], tf.float64))
+    arith = keras_zim.sampling._Plain("float64")
+    first_level = tf.Variable(tf.zeros([sum(keras_zim.sampling._padded_blocks(n) for n in sizes)], tf.float64))
 
     def masses():
-        """The float64 block sums of every gradient, read where it is (the mass any exact sampler needs)."""
-        sums = [tf.reduce_sum(tf.reshape(tf.abs(tf.cast(tf.reshape(g, [-1])[: n // 16 * 16], tf.float64)), [-1, 16]), -1)
-                for g, n in zip(gradients, sizes) if n >= 16]
+        """The sampler's float64 block sums of every gradient, read where it is (the mass any exact sampler needs)."""
+        sums = [arith.block_sums(arith.weight(tf.reshape(g, [1, -1])))[0] for g in gradients]
         return first_level.assign(tf.concat(sums, 0))[0]
 
     def dense_floor():
@@ -193,15 +193,13 @@ def leaf_reads(gradients, sizes, trials=512, window=32):
         owners = tf.concat([tf.gather(owner, order), tf.fill([window], -1)], 0)
         local = tf.concat([tf.gather(cells - tf.gather(starts, owner), order), tf.zeros([window], tf.int32)], 0)
 
-        def read(j):
-            def branch(at):
-                index = tf.clip_by_value((tf.slice(local, [at], [window]) // 16)[:, None] * 16 + sixteen, 0, sizes[j] - 1)
-                return tf.gather(flats[j], index)
-            return branch
+        def read(j, at):
+            index = tf.clip_by_value((tf.slice(local, [at], [window]) // 16)[:, None] * 16 + sixteen, 0, sizes[j] - 1)
+            return tf.gather(flats[j], index)
 
         def body(at, found):
             mine = tf.slice(owners, [at], [window]) == owners[at]
-            got = tf.switch_case(owners[at], [lambda j=j: read(j)(at) for j in range(len(flats))])
+            got = tf.switch_case(owners[at], [lambda j=j: read(j, at) for j in range(len(flats))])
             rows = (at + tf.range(window))[:, None]
             found = tf.tensor_scatter_nd_update(found, rows, tf.where(mine[:, None], got, tf.gather_nd(found, rows)))
             return at + tf.reduce_sum(tf.cast(mine, tf.int32)), found
